@@ -1,0 +1,134 @@
+"""Collect per-run metrics into tables: one row per run, and mean/std/95% CI over seeds per experiment."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom; 1.96 beyond.
+_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+         2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+         2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+EXPERIMENT_KEYS = ["model", "augmentation", "setting"]
+
+RUN_COLUMNS = [
+    "run_id", "experiment", "model", "arch", "augmentation", "setting", "seed", "status",
+    "status_reason", "test_accuracy", "test_loss", "precision_macro", "recall_macro", "f1_macro",
+    "best_val_accuracy", "best_val_loss", "best_epoch", "epochs_run", "epochs_max", "params",
+    "trainable_params", "train_seconds", "images_per_second", "peak_memory_mb", "device",
+    "device_name", "n_train", "config_hash",
+]
+
+
+def t_quantile_975(df: int) -> float:
+    if df < 1:
+        return float("nan")
+    return _T975[df - 1] if df <= len(_T975) else 1.96
+
+
+def mean_ci(values: Iterable[float]) -> dict:
+    """n, mean, sample std and the 95% t-interval of the mean (NaN where undefined)."""
+    x = np.asarray([v for v in values if v is not None and not pd.isna(v)], dtype=float)
+    n = len(x)
+    if n == 0:
+        return {"n": 0, "mean": math.nan, "std": math.nan, "ci95_low": math.nan, "ci95_high": math.nan}
+    mean = float(x.mean())
+    std = float(x.std(ddof=1)) if n > 1 else math.nan
+    half = t_quantile_975(n - 1) * std / math.sqrt(n) if n > 1 else math.nan
+    return {"n": n, "mean": mean, "std": std, "ci95_low": mean - half, "ci95_high": mean + half}
+
+
+def load_metrics(paths: Iterable[Path | str]) -> list[dict]:
+    return [json.loads(Path(p).read_text()) for p in paths]
+
+
+def runs_table(metrics: list[dict]) -> pd.DataFrame:
+    """One row per run, with per-class test accuracy as `acc_<class>` columns."""
+    rows = []
+    for m in metrics:
+        row = {k: m.get(k) for k in RUN_COLUMNS if k != "experiment"}
+        row["experiment"] = m["run_id"].rsplit(".s", 1)[0]
+        for cls, acc in (m.get("per_class_accuracy") or {}).items():
+            row[f"acc_{cls}"] = acc
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=RUN_COLUMNS)
+    extra = [c for c in df.columns if c not in RUN_COLUMNS]
+    return df[RUN_COLUMNS + extra]
+
+
+def experiments_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per experiment (model x augmentation x setting): seeds, mean/std/CI of test accuracy, costs."""
+    out = []
+    for exp, group in runs.groupby("experiment", sort=False):
+        ok = group[group["status"] == "ok"]
+        stats = mean_ci(ok["test_accuracy"])
+        first = group.iloc[0]
+        out.append({
+            "experiment": exp,
+            **{k: first[k] for k in EXPERIMENT_KEYS},
+            "runs": len(group),
+            "ok": len(ok),
+            "diverged": int((group["status"] == "diverged").sum()),
+            "not_learned": int((group["status"] == "not_learned").sum()),
+            "seeds": " ".join(str(s) for s in sorted(group["seed"])),
+            "test_accuracy_mean": stats["mean"],
+            "test_accuracy_std": stats["std"],
+            "test_accuracy_ci95_low": stats["ci95_low"],
+            "test_accuracy_ci95_high": stats["ci95_high"],
+            "f1_macro_mean": ok["f1_macro"].mean() if len(ok) else math.nan,
+            "test_loss_mean": ok["test_loss"].mean() if len(ok) else math.nan,
+            "params": int(first["params"]),
+            "train_seconds_mean": group["train_seconds"].mean(),
+            "images_per_second_mean": group["images_per_second"].mean(),
+            "epochs_run_mean": group["epochs_run"].mean(),
+        })
+    df = pd.DataFrame(out)
+    if df.empty:
+        return df
+    return df.sort_values("test_accuracy_mean", ascending=False, na_position="last").reset_index(drop=True)
+
+
+def study_tables(experiments: pd.DataFrame, runs: pd.DataFrame, studies: dict[str, list[str]]) -> dict[str, pd.DataFrame]:
+    """Each study's rows of the experiments table."""
+    out = {}
+    for study, run_ids in studies.items():
+        exps = list(dict.fromkeys(runs.loc[runs["run_id"].isin(run_ids), "experiment"]))
+        out[study] = experiments[experiments["experiment"].isin(exps)].reset_index(drop=True)
+    return out
+
+
+def write_all(metric_paths: Iterable[Path | str], studies: dict[str, list[str]], runs_csv: Path | str,
+              experiments_csv: Path | str, tables_dir: Path | str) -> dict[str, pd.DataFrame]:
+    runs = runs_table(load_metrics(metric_paths))
+    exps = experiments_table(runs)
+    runs.to_csv(runs_csv, index=False)
+    exps.to_csv(experiments_csv, index=False)
+    tables_dir = Path(tables_dir)
+    tables_dir.mkdir(parents=True, exist_ok=True)
+    per_study = study_tables(exps, runs, studies)
+    for study, table in per_study.items():
+        table.to_csv(tables_dir / f"study_{study}.csv", index=False)
+        (tables_dir / f"study_{study}.md").write_text(to_markdown(table) + "\n")
+    return {"runs": runs, "experiments": exps, **{f"study_{k}": v for k, v in per_study.items()}}
+
+
+def to_markdown(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
+    """A GitHub-flavoured Markdown table (pandas' to_markdown needs tabulate, which is not required)."""
+    cols = list(df.columns)
+
+    def fmt(v):
+        if isinstance(v, float):
+            return "" if math.isnan(v) else format(v, floatfmt)
+        return str(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)

@@ -1,0 +1,120 @@
+"""Load and validate workflow configs against config/schema.yaml, filling defaults, with errors that name the key path."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = REPO_ROOT / "config" / "schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased for the user: where it is and how to fix it."""
+
+
+def load_schema(path: Path | str = SCHEMA_PATH) -> dict:
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def _with_defaults(validator_class):
+    """A validator that fills `default` values in while validating (the jsonschema FAQ recipe)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for prop, subschema in properties.items():
+                if "default" in subschema and prop not in instance:
+                    instance[prop] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def key_path(path) -> str:
+    parts = []
+    for p in path:
+        parts.append(f"[{p}]" if isinstance(p, int) else f".{p}" if parts else str(p))
+    return "".join(parts) or "<top level>"
+
+
+def explain(error: jsonschema.ValidationError) -> str:
+    """One line per problem: the key path, what is wrong, what is allowed."""
+    best = jsonschema.exceptions.best_match([error]) if error.context else error
+    where = key_path(best.absolute_path)
+    if best.validator == "additionalProperties" and isinstance(best.instance, dict):
+        allowed = sorted((best.schema.get("properties") or {}).keys())
+        extra = [k for k in best.instance if k not in allowed]
+        hints = []
+        for k in extra:
+            close = difflib.get_close_matches(str(k), allowed, n=1)
+            hints.append(f"'{k}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        if allowed:
+            return (
+                f"{where}: unknown key {', '.join(hints)}; allowed keys: {', '.join(allowed)}"
+            )
+    if best.validator == "enum":
+        return f"{where}: {best.instance!r} is not allowed; choose one of {best.validator_value}"
+    if best.validator == "pattern":
+        return f"{where}: {best.instance!r} does not match the pattern {best.validator_value}"
+    if best.validator == "required":
+        return f"{where}: {best.message}"
+    return f"{where}: {best.message}"
+
+
+def validate(config: dict, schema: dict | None = None, fill_defaults: bool = True) -> dict:
+    """Validate `config` in place (filling defaults) and return it; raise ConfigError on problems."""
+    schema = schema if schema is not None else load_schema()
+    cls = jsonschema.validators.validator_for(schema)
+    if fill_defaults:
+        cls = _with_defaults(cls)
+    validator = cls(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = [explain(e) for e in errors]
+        raise ConfigError(
+            "invalid configuration:\n  - " + "\n  - ".join(dict.fromkeys(lines))
+            + "\nFix the keys above in your config file (reference: README, 'Configuration')."
+        )
+    return config
+
+
+def subschema(name: str, schema: dict | None = None) -> dict:
+    """A self-contained schema for one of the schema's definitions (e.g. 'train')."""
+    schema = schema if schema is not None else load_schema()
+    return {"$ref": f"#/definitions/{name}", "definitions": schema["definitions"]}
+
+
+def nvidia_gpu_present() -> bool:
+    """Whether an NVIDIA GPU is visible, without importing torch (which takes seconds)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    return Path("/dev/nvidiactl").exists() or bool(visible)
+
+
+def load(path: Path | str, overrides: Mapping[str, Any] | None = None) -> dict:
+    with open(path) as fh:
+        config = yaml.safe_load(fh) or {}
+    if overrides:
+        config = deep_merge(config, overrides)
+    return validate(config)
+
+
+def deep_merge(base: Mapping, override: Mapping) -> dict:
+    """A copy of `base` with `override` merged in; nested mappings merge, everything else replaces."""
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out

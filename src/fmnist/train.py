@@ -1,0 +1,425 @@
+"""Train one resolved run on the device that is there and write its per-run files.
+
+The whole dataset is held as one uint8 tensor on the training device; batches are indexed from
+it and augmented there, each image with its own random draw. Losses and accuracies accumulate on
+the device, so a step never waits for the host. The run's full state is saved after each epoch
+to a resume file beside its outputs, so a killed job continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import os
+import platform
+import resource
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fmnist import augment, data, metrics, recipes
+from fmnist.experiments import config_hash
+from fmnist.models import build_model
+
+RESUME_FILE = "resume.pt"
+NOT_LEARNED_ACCURACY = 0.15  # chance is 0.10; a run at or below this learned nothing
+
+
+def select_device(spec: str = "auto") -> torch.device:
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"device {spec!r} requested but CUDA is not available here; set `device: auto` or `cpu`"
+        )
+    return device
+
+
+def versions() -> dict[str, str]:
+    import torchvision
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "cuda": torch.version.cuda or "",
+        "cudnn": str(torch.backends.cudnn.version() or ""),
+    }
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+class Batches:
+    """A split held on the device: uint8 images (N, 1, 28, 28) and int64 labels (N,)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, device: torch.device):
+        self.images = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1).to(device)
+        self.labels = torch.from_numpy(labels.astype(np.int64)).to(device)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class Normalizer:
+    def __init__(self, mean: float, std: float, channels_last: bool):
+        self.mean, self.std, self.channels_last = mean, std, channels_last
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def to_unit(images_u8: torch.Tensor) -> torch.Tensor:
+    return images_u8.float().div_(255.0)
+
+
+@torch.inference_mode()
+def evaluate(model, split: Batches, normalize: Normalizer, batch_size: int, autocast, num_classes: int = 10):
+    """Mean cross-entropy, accuracy and predictions of `model` on a whole split, in large batches."""
+    model.eval()
+    loss_sum = torch.zeros((), device=split.labels.device, dtype=torch.float64)
+    preds = []
+    for start in range(0, len(split), batch_size):
+        x = normalize(to_unit(split.images[start:start + batch_size]))
+        y = split.labels[start:start + batch_size]
+        with autocast():
+            logits = model(x)
+        loss_sum += torch.nn.functional.cross_entropy(logits.float(), y, reduction="sum").double()
+        preds.append(logits.argmax(1))
+    pred = torch.cat(preds)
+    correct = (pred == split.labels).sum()
+    n = max(1, len(split))
+    return float(loss_sum) / n, float(correct) / n, pred.cpu().numpy()
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def atomic_text(path: Path, text: str) -> None:
+    data.atomic_write_bytes(path, text.encode())
+
+
+def count_params(model) -> tuple[int, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, trainable
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def train_run(
+    run: dict,
+    data_path: Path | str,
+    out_dir: Path | str,
+    device: str = "auto",
+    threads: int | None = None,
+    log: Callable[[str], None] = print,
+    resume: bool = True,
+    stop_after_epochs: int | None = None,
+) -> dict:
+    """Train `run` (a resolved config from fmnist.experiments) and write its files into `out_dir`.
+
+    Writes history.csv, confusion.csv, model.pt and, last, metrics.json. Returns the metrics.
+    `stop_after_epochs` ends the process's work early (as a kill would) for resume tests.
+    """
+    t_setup = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = run["train"]
+    if threads:
+        torch.set_num_threads(int(threads))
+    dev = select_device(device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(run["seed"])
+
+    arrays, meta = data.load_prepared(data_path)
+    classes = meta["classes"]
+    num_classes = len(classes)
+    train_x, train_y = arrays["train_images"], arrays["train_labels"]
+    if cfg["train_fraction"] < 1.0:
+        keep = data.stratified_subset(
+            train_y, float(cfg["train_fraction"]), np.random.default_rng(meta["split_seed"])
+        )
+        train_x, train_y = train_x[keep], train_y[keep]
+    train = Batches(train_x, train_y, dev)
+    val = Batches(arrays["val_images"], arrays["val_labels"], dev)
+
+    model = build_model(run["model"]["arch"], run["model"]["args"], num_classes=num_classes).to(dev)
+    if cfg["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    n_params, n_trainable = count_params(model)
+    normalize = Normalizer(cfg["normalize"]["mean"], cfg["normalize"]["std"], cfg["channels_last"])
+    aug = augment.build_augmentation(
+        run["augmentation"]["kind"], run["augmentation"]["params"], num_classes
+    )
+    loss_fn = recipes.build_loss(cfg["loss"], num_classes)
+    batch_size = int(cfg["batch_size"])
+    n_train = len(train)
+    steps = n_train // batch_size if cfg["drop_last"] else math.ceil(n_train / batch_size)
+    steps = max(1, steps)
+    optimizer = recipes.build_optimizer(model.parameters(), cfg["optimizer"])
+    schedule = recipes.build_schedule(optimizer, cfg["scheduler"], cfg["epochs"], steps)
+    ema = recipes.build_ema(model, cfg["ema"])
+    use_bf16 = cfg["amp"] == "bf16" or (cfg["amp"] == "auto" and dev.type == "cuda")
+
+    def autocast():
+        return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+    step_model = torch.compile(model) if cfg["compile"] else model
+    es = cfg["early_stopping"]
+    higher_better = es["monitor"] == "val_accuracy"
+
+    history: list[dict] = []
+    best = {"score": None, "epoch": 0, "state": None}
+    bad_epochs, start_epoch, elapsed, images_seen = 0, 0, 0.0, 0
+    status, reason = "ok", ""
+    identity = config_hash(run)
+    resume_path = out_dir / RESUME_FILE
+    if resume and resume_path.exists():
+        state = torch.load(resume_path, map_location=dev, weights_only=False)
+        if state.get("identity") == identity:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+            if ema is not None and state.get("ema") is not None:
+                ema.load_state_dict(state["ema"])
+            history, best, bad_epochs = state["history"], state["best"], state["bad_epochs"]
+            start_epoch, elapsed, images_seen = state["epoch"], state["elapsed"], state["images_seen"]
+            _set_rng_state(state["rng"], dev)
+            log(f"[{run['id']}] resuming after epoch {start_epoch} from {resume_path}")
+        else:
+            log(f"[{run['id']}] ignoring {resume_path}: it belongs to a different config")
+
+    log(
+        f"[{run['id']}] device {dev} ({device_name(dev)}), {n_params:,} parameters, "
+        f"{n_train} train / {len(val)} val images, {steps} steps of {batch_size} per epoch, "
+        f"setup {time.perf_counter() - t_setup:.1f}s"
+    )
+    limit = float(cfg["divergence_loss"])
+    check_every = 1 if dev.type == "cpu" else 50
+    epoch = start_epoch
+    for epoch in range(start_epoch + 1, cfg["epochs"] + 1):
+        t0 = time.perf_counter()
+        model.train()
+        loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
+        correct = torch.zeros((), device=dev, dtype=torch.int64)
+        perm = torch.randperm(n_train, device=dev)
+        diverged = False
+        for step in range(steps):
+            idx = perm[step * batch_size:(step + 1) * batch_size]
+            x = to_unit(train.images[idx])
+            y = train.labels[idx]
+            x, target = aug(x, y)
+            x = normalize(x)
+            with autocast():
+                logits = step_model(x)
+                loss = loss_fn(logits, target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            schedule.after_batch()
+            loss_sum += loss.detach().double() * len(idx)
+            primary = target.argmax(1) if target.dim() == 2 else y  # mixed: the larger share
+            correct += (logits.detach().argmax(1) == primary).sum()
+            if (step + 1) % check_every == 0 or step == steps - 1:
+                last = float(loss.detach())
+                if not math.isfinite(last) or last > limit:
+                    diverged = True
+                    reason = f"training loss {last:.4g} at epoch {epoch}, step {step + 1}"
+                    break
+        if diverged:
+            status = "diverged"
+            log(f"[{run['id']}] diverged: {reason}; recording the run as diverged")
+            break
+        eval_model = ema.module if ema is not None else model
+        val_loss, val_acc, _ = evaluate(eval_model, val, normalize, cfg["eval_batch_size"], autocast)
+        seconds = time.perf_counter() - t0
+        elapsed += seconds
+        images_seen += n_train
+        train_loss = float(loss_sum) / n_train
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_accuracy": float(correct) / n_train,
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": seconds,
+        }
+        history.append(row)
+        schedule.after_epoch(val_loss)
+        score = val_acc if higher_better else val_loss
+        improved = best["score"] is None or (
+            score > best["score"] + es["min_delta"] if higher_better else score < best["score"] - es["min_delta"]
+        )
+        if improved:
+            best = {"score": score, "epoch": epoch, "state": copy.deepcopy(eval_model.state_dict())}
+            bad_epochs = 0
+        else:
+            bad_epochs += 1
+        log(
+            f"[{run['id']}] epoch {epoch}/{cfg['epochs']} train_loss {train_loss:.4f} "
+            f"train_acc {row['train_accuracy']:.4f} val_loss {val_loss:.4f} val_acc {val_acc:.4f} "
+            f"lr {row['lr']:.2e} {seconds:.1f}s" + (" *" if improved else "")
+        )
+        stop = es["enabled"] and bad_epochs >= max(1, es["patience"])
+        atomic_torch_save(
+            {
+                "identity": identity, "epoch": epoch, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None, "history": history,
+                "best": best, "bad_epochs": bad_epochs, "elapsed": elapsed,
+                "images_seen": images_seen, "rng": _rng_state(dev),
+            },
+            resume_path,
+        )
+        if stop:
+            log(f"[{run['id']}] early stop: no {es['monitor']} gain for {bad_epochs} epochs (best epoch {best['epoch']})")
+            break
+        if stop_after_epochs is not None and epoch >= stop_after_epochs:
+            raise SystemExit(f"[{run['id']}] stopped after epoch {epoch} on request")
+
+    final = ema.module if ema is not None else model
+    if best["state"] is not None and (es["restore_best"] or status == "diverged"):
+        final.load_state_dict(best["state"])
+    test = Batches(arrays["test_images"], arrays["test_labels"], dev)
+    if best["state"] is not None or status == "ok":
+        test_loss, test_acc, pred = evaluate(final, test, normalize, cfg["eval_batch_size"], autocast)
+        cm = metrics.confusion_matrix(arrays["test_labels"], pred, num_classes)
+        summary = metrics.summarize(cm, classes)
+    else:  # diverged before any epoch finished: nothing to evaluate
+        test_loss, test_acc = float("nan"), float("nan")
+        cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+        summary = {k: None for k in ("precision_macro", "recall_macro", "f1_macro")}
+        summary["per_class_accuracy"] = {c: None for c in classes}
+    if status == "ok" and test_acc <= NOT_LEARNED_ACCURACY:
+        status, reason = "not_learned", f"test accuracy {test_acc:.3f} is at chance level"
+
+    write_history(out_dir / "history.csv", history)
+    write_confusion(out_dir / "confusion.csv", cm, classes)
+    atomic_torch_save(final.state_dict(), out_dir / "model.pt")
+    result = {
+        "run_id": run["id"],
+        "status": status,
+        "status_reason": reason,
+        "model": run["model"]["name"],
+        "arch": run["model"]["arch"],
+        "augmentation": run["augmentation"]["name"],
+        "setting": run["setting"],
+        "seed": run["seed"],
+        "test_accuracy": _num(test_acc),
+        "test_loss": _num(test_loss),
+        "precision_macro": summary["precision_macro"],
+        "recall_macro": summary["recall_macro"],
+        "f1_macro": summary["f1_macro"],
+        "per_class_accuracy": summary["per_class_accuracy"],
+        "best_epoch": best["epoch"],
+        "best_val_loss": _num(min((h["val_loss"] for h in history), default=float("nan"))),
+        "best_val_accuracy": _num(max((h["val_accuracy"] for h in history), default=float("nan"))),
+        "epochs_run": len(history),
+        "epochs_max": cfg["epochs"],
+        "params": n_params,
+        "trainable_params": n_trainable,
+        "train_seconds": round(elapsed, 3),
+        "images_per_second": round(images_seen / elapsed, 1) if elapsed > 0 else None,
+        "peak_memory_mb": round(peak_memory_mb(dev), 1),
+        "train_accuracy_note": (
+            "train accuracy counts a mixed image as correct when the prediction is its primary label (the larger share of its target)"
+            if aug.mixes_labels else ""
+        ),
+        "evaluated_with_ema": ema is not None,
+        "device": str(dev),
+        "device_name": device_name(dev),
+        "n_train": n_train,
+        "n_val": len(val),
+        "n_test": len(test),
+        "data": {k: meta[k] for k in ("val_fraction", "split_seed", "train_limit", "test_limit")},
+        "versions": versions(),
+        "config_hash": identity,
+        "config": run,
+    }
+    atomic_text(out_dir / "metrics.json", json.dumps(result, indent=2, allow_nan=False))
+    resume_path.unlink(missing_ok=True)
+    log(f"[{run['id']}] {status}: test accuracy {test_acc:.4f}, loss {test_loss:.4f}, "
+        f"best epoch {best['epoch']}, {elapsed:.1f}s training")
+    return result
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, HISTORY_COLUMNS)
+        w.writeheader()
+        w.writerows(history)
+    os.replace(tmp, path)
+
+
+def write_confusion(path: Path, cm: np.ndarray, classes: list[str]) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["true \\ predicted", *classes])
+        for name, row in zip(classes, cm, strict=True):
+            w.writerow([name, *map(int, row)])
+    os.replace(tmp, path)
+
+
+def main_log(path: Path | str | None) -> Callable[[str], None]:
+    """A logger that prints and, when a path is given, appends to that file (flushed per line)."""
+    fh = open(path, "a", buffering=1) if path else None  # noqa: SIM115 - lives as long as the job
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stdout, flush=True)
+        if fh:
+            fh.write(msg + "\n")
+
+    return log

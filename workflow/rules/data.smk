@@ -1,0 +1,36 @@
+# Fetch the four IDX files (verified by payload SHA-256) and decode them once into a split file.
+
+
+rule download:
+    output:
+        RAW_DIR / "{name}",
+    params:
+        sources=config["data"]["sources"],
+        timeout=config["data"]["timeout"],
+    conda:
+        "../../envs/fmnist.yaml"
+    log:
+        "logs/download/{name}.log",
+    retries: 1
+    script:
+        "../scripts/download.py"
+
+
+rule prepare:
+    input:
+        # Content is pinned by hash (checked at start-up), so a re-fetched file re-triggers nothing.
+        ancient(expand(RAW_DIR / "{name}", name=fmnist_data.FILES)),
+    output:
+        PREPARED,
+    params:
+        raw_dir=lambda wildcards, input: os.path.dirname(input[0]),
+        val_fraction=config["data"]["val_fraction"],
+        split_seed=config["data"]["split_seed"],
+        train_limit=config["data"]["train_limit"],
+        test_limit=config["data"]["test_limit"],
+    conda:
+        "../../envs/fmnist.yaml"
+    log:
+        "logs/prepare.log",
+    script:
+        "../scripts/prepare.py"

@@ -1,0 +1,41 @@
+# One training job per resolved run; its resolved config is a param, so changing it reruns that run only.
+
+
+rule train:
+    input:
+        data=PREPARED,
+    output:
+        metrics=f"{RUN_DIR}/metrics.json",
+        history=f"{RUN_DIR}/history.csv",
+        confusion=f"{RUN_DIR}/confusion.csv",
+        model=f"{RUN_DIR}/model.pt",
+    params:
+        run=run_config,
+        device=config["device"],
+    threads: config["threads"]
+    resources:
+        gpu=gpu_per_run(),
+    conda:
+        "../../envs/fmnist.yaml"
+    log:
+        "logs/train/{run}.log",
+    benchmark:
+        "benchmarks/train/{run}.tsv"
+    script:
+        "../scripts/train.py"
+
+
+rule plot_run:
+    input:
+        metrics=f"{RUN_DIR}/metrics.json",
+        history=f"{RUN_DIR}/history.csv",
+        confusion=f"{RUN_DIR}/confusion.csv",
+    output:
+        curves=f"{RUN_DIR}/curves.png",
+        confusion=f"{RUN_DIR}/confusion.png",
+    conda:
+        "../../envs/fmnist.yaml"
+    log:
+        "logs/plot_run/{run}.log",
+    script:
+        "../scripts/plot_run.py"

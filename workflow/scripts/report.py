@@ -1,0 +1,24 @@
+"""Snakemake entry: render reports/summary.html from the aggregated tables (see fmnist.report)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, snakemake.scriptdir)  # noqa: F821
+from _setup import redirect_output  # noqa: E402
+
+redirect_output(snakemake.log[0])  # noqa: F821
+
+from fmnist import report  # noqa: E402
+
+sm = snakemake  # noqa: F821
+report.write_report(
+    sm.output[0],
+    sm.input.template,
+    runs_csv=sm.input.runs,
+    experiments_csv=sm.input.experiments,
+    tables_dir=sm.input.tables,
+    studies=sm.params.studies,
+    title=sm.params.title,
+    config_hash=sm.params.config_hash,
+    repo=Path(sm.scriptdir).parents[1],
+)

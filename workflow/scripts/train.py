@@ -1,0 +1,21 @@
+"""Snakemake entry: train one run from its resolved config (see fmnist.train.train_run)."""
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, snakemake.scriptdir)  # noqa: F821
+from _setup import redirect_output  # noqa: E402
+
+redirect_output(snakemake.log[0])  # noqa: F821
+
+from fmnist import train  # noqa: E402
+
+sm = snakemake  # noqa: F821
+train.train_run(
+    json.loads(sm.params.run),
+    sm.input.data,
+    Path(sm.output.metrics).parent,
+    device=sm.params.device,
+    threads=sm.threads,
+)
