@@ -71,7 +71,7 @@ def make_workflow(root: Path, config: dict | None = None) -> Path:
     """Copy the workflow (Snakefile, rules, scripts, templates, config, profiles) into `root`."""
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "Snakefile", root / "Snakefile")
-    for d in ("workflow", "config", "profiles"):
+    for d in ("workflow", "config", "profiles", "envs"):
         shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__"))
     if config is not None:
         write_config(root, config)
@@ -99,7 +99,7 @@ def snakemake(root: Path, *args: str, check: bool = True, configfile: str = "tes
 
 def planned_jobs(root: Path, *targets: str) -> dict[str, int]:
     """Rule -> job count that `snakemake -n` would run now (empty when there is nothing to do)."""
-    proc = snakemake(root, "-n", "--quiet", "rules", *targets)
+    proc = snakemake(root, "-n", *targets)
     counts: dict[str, int] = {}
     text = proc.stdout + proc.stderr
     in_table = False
@@ -112,6 +112,6 @@ def planned_jobs(root: Path, *targets: str) -> dict[str, int]:
             if len(parts) == 2 and parts[1].isdigit():
                 if parts[0] != "total":
                     counts[parts[0]] = int(parts[1])
-            elif parts and not set(line.strip()) <= {"-"}:
+            elif parts and not set(line.strip()) <= {"-", " "}:
                 in_table = False
     return counts

@@ -148,11 +148,18 @@ def fetch(
     )
 
 
-def check_cached(raw_dir: Path | str, log: Callable[[str], None] = print) -> list[Path]:
-    """Verify the IDX files already in `raw_dir`; move corrupt ones aside so they are fetched again.
+def check_cached(
+    raw_dir: Path | str,
+    log: Callable[[str], None] = print,
+    refetch_from: Iterable[str] | None = None,
+    timeout: float = 60,
+) -> list[Path]:
+    """Verify the IDX files already in `raw_dir`; move corrupt ones aside and fetch them again.
 
     Verified files are remembered by size and mtime in a stamp file, so repeated checks cost a stat.
-    Returns the paths that were moved aside (renamed to `<name>.corrupt-<time>`, never deleted).
+    A corrupt file is renamed to `<name>.corrupt-<time>` (never deleted) and, with `refetch_from`,
+    fetched again at once; if that fails too it stays missing and the download rule reports why.
+    Returns the paths that were moved aside.
     """
     raw_dir = Path(raw_dir)
     stamp_path = raw_dir / VERIFIED_STAMP
@@ -179,7 +186,15 @@ def check_cached(raw_dir: Path | str, log: Callable[[str], None] = print) -> lis
         stamp.pop(name, None)
         changed = True
         moved.append(aside)
-        log(f"[fmnist] {path} failed its SHA-256 check; moved to {aside.name}, it will be fetched again")
+        log(f"[fmnist] {path} failed its SHA-256 check; moved to {aside.name}, fetching it again")
+        if refetch_from is not None:
+            try:
+                fetch(name, refetch_from, path, timeout=timeout, log=log)
+            except DownloadError as exc:
+                log(f"[fmnist] {exc}")
+                continue
+            st = path.stat()
+            stamp[name] = [st.st_size, st.st_mtime_ns]
     if changed and raw_dir.is_dir():
         atomic_write_bytes(stamp_path, json.dumps(stamp, indent=1).encode())
     return moved

@@ -22,9 +22,14 @@ RAW_DIR = DATA_DIR / "raw"
 PREPARED = str(DATA_DIR / "prepared" / "fashion_mnist.npz")
 RUN_DIR = "results/runs/{run}"
 
-# A corrupt file in the download cache is moved aside (never deleted) so the download rule fetches
-# it again; the raw files' content is pinned by hash, so their mtime says nothing (see prepare).
-fmnist_data.check_cached(RAW_DIR, log=lambda msg: print(msg, file=sys.stderr))
+# A corrupt file in the download cache is moved aside (never deleted) and fetched again right away.
+# The raw files' content is pinned by hash, so a re-fetched file retriggers nothing (see prepare).
+fmnist_data.check_cached(
+    RAW_DIR,
+    log=lambda msg: print(msg, file=sys.stderr),
+    refetch_from=config["data"]["sources"],
+    timeout=config["data"]["timeout"],
+)
 
 
 def gpu_per_run():
