@@ -88,7 +88,8 @@ def snakemake(root: Path, *args: str, check: bool = True, configfile: str = "tes
               timeout: int = 900) -> subprocess.CompletedProcess:
     """Run the real snakemake CLI in `root` with the test config; output captured as text."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    cmd = [SNAKEMAKE, "--cores", "2", "--configfile", configfile, *args]
+    # --configfile takes several values, so it goes first: a target after it would be read as a config file.
+    cmd = [SNAKEMAKE, "--configfile", configfile, "--cores", "2", *args]
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(
@@ -99,7 +100,7 @@ def snakemake(root: Path, *args: str, check: bool = True, configfile: str = "tes
 
 def planned_jobs(root: Path, *targets: str) -> dict[str, int]:
     """Rule -> job count that `snakemake -n` would run now (empty when there is nothing to do)."""
-    proc = snakemake(root, "-n", "--quiet", "rules", *targets)
+    proc = snakemake(root, *targets, "-n", "--quiet", "rules")  # targets first: --quiet takes values
     counts: dict[str, int] = {}
     text = proc.stdout + proc.stderr
     in_table = False
@@ -112,6 +113,6 @@ def planned_jobs(root: Path, *targets: str) -> dict[str, int]:
             if len(parts) == 2 and parts[1].isdigit():
                 if parts[0] != "total":
                     counts[parts[0]] = int(parts[1])
-            elif parts and not set(line.strip()) <= {"-"}:
+            elif parts and not set(line.strip()) <= {"-", " "}:
                 in_table = False
     return counts
