@@ -68,7 +68,7 @@ def tiny_config(**overrides) -> dict:
 
 
 def make_workflow(root: Path, config: dict | None = None) -> Path:
-    """Copy the workflow (Snakefile, rules, scripts, templates, config, profiles) into `root`."""
+    """Copy the workflow (Snakefile, rules, scripts, templates, config, profiles, envs) into `root`."""
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "Snakefile", root / "Snakefile")
     for d in ("workflow", "config", "profiles", "envs"):
@@ -88,7 +88,8 @@ def snakemake(root: Path, *args: str, check: bool = True, configfile: str = "tes
               timeout: int = 900) -> subprocess.CompletedProcess:
     """Run the real snakemake CLI in `root` with the test config; output captured as text."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    cmd = [SNAKEMAKE, "--cores", "2", "--configfile", configfile, *args]
+    # --configfile takes several values, so it goes first: a target after it would be read as a config file.
+    cmd = [SNAKEMAKE, "--configfile", configfile, "--cores", "2", *args]
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(

@@ -22,7 +22,7 @@ RUN_COLUMNS = [
     "status_reason", "test_accuracy", "test_loss", "precision_macro", "recall_macro", "f1_macro",
     "best_val_accuracy", "best_val_loss", "best_epoch", "epochs_run", "epochs_max", "params",
     "trainable_params", "train_seconds", "images_per_second", "peak_memory_mb", "device",
-    "device_name", "n_train", "config_hash",
+    "device_name", "n_train", "config_hash", "seconds_per_epoch",
 ]
 
 
@@ -54,6 +54,8 @@ def runs_table(metrics: list[dict]) -> pd.DataFrame:
     for m in metrics:
         row = {k: m.get(k) for k in RUN_COLUMNS if k != "experiment"}
         row["experiment"] = m["run_id"].rsplit(".s", 1)[0]
+        epochs = m.get("epochs_run") or 0
+        row["seconds_per_epoch"] = m["train_seconds"] / epochs if epochs and m.get("train_seconds") is not None else None
         for cls, acc in (m.get("per_class_accuracy") or {}).items():
             row[f"acc_{cls}"] = acc
         rows.append(row)
@@ -65,30 +67,40 @@ def runs_table(metrics: list[dict]) -> pd.DataFrame:
 
 
 def experiments_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per experiment (model x augmentation x setting): seeds, mean/std/CI of test accuracy, costs."""
+    """Per experiment (model x augmentation x setting): seeds, mean/std/CI of test and best validation
+    accuracy, costs. Every seed with a finite value counts, whatever its status: a seed that did not
+    learn is a result (the status counts say so), not a gap."""
     out = []
     for exp, group in runs.groupby("experiment", sort=False):
         ok = group[group["status"] == "ok"]
-        stats = mean_ci(ok["test_accuracy"])
+        test = mean_ci(group["test_accuracy"])
+        val = mean_ci(group["best_val_accuracy"])
         first = group.iloc[0]
+        statuses = group["status"].value_counts()
         out.append({
             "experiment": exp,
             **{k: first[k] for k in EXPERIMENT_KEYS},
             "runs": len(group),
             "ok": len(ok),
-            "diverged": int((group["status"] == "diverged").sum()),
-            "not_learned": int((group["status"] == "not_learned").sum()),
+            "diverged": int(statuses.get("diverged", 0)),
+            "not_learned": int(statuses.get("not_learned", 0)),
             "seeds": " ".join(str(s) for s in sorted(group["seed"])),
-            "test_accuracy_mean": stats["mean"],
-            "test_accuracy_std": stats["std"],
-            "test_accuracy_ci95_low": stats["ci95_low"],
-            "test_accuracy_ci95_high": stats["ci95_high"],
-            "f1_macro_mean": ok["f1_macro"].mean() if len(ok) else math.nan,
-            "test_loss_mean": ok["test_loss"].mean() if len(ok) else math.nan,
+            "n": test["n"],
+            "test_accuracy_mean": test["mean"],
+            "test_accuracy_std": test["std"],
+            "test_accuracy_ci95_low": test["ci95_low"],
+            "test_accuracy_ci95_high": test["ci95_high"],
+            "best_val_accuracy_mean": val["mean"],
+            "best_val_accuracy_ci95_low": val["ci95_low"],
+            "best_val_accuracy_ci95_high": val["ci95_high"],
+            "f1_macro_mean": group["f1_macro"].mean(),
+            "test_loss_mean": group["test_loss"].mean(),
             "params": int(first["params"]),
             "train_seconds_mean": group["train_seconds"].mean(),
+            "seconds_per_epoch_mean": group["seconds_per_epoch"].mean(),
             "images_per_second_mean": group["images_per_second"].mean(),
             "epochs_run_mean": group["epochs_run"].mean(),
+            "epochs_max": int(group["epochs_max"].max()),
         })
     df = pd.DataFrame(out)
     if df.empty:
@@ -105,19 +117,45 @@ def study_tables(experiments: pd.DataFrame, runs: pd.DataFrame, studies: dict[st
     return out
 
 
+def write_table(df: pd.DataFrame, tables_dir: Path, name: str) -> None:
+    df.to_csv(tables_dir / f"{name}.csv", index=False)
+    (tables_dir / f"{name}.md").write_text(to_markdown(df) + "\n")
+
+
 def write_all(metric_paths: Iterable[Path | str], studies: dict[str, list[str]], runs_csv: Path | str,
-              experiments_csv: Path | str, tables_dir: Path | str) -> dict[str, pd.DataFrame]:
-    runs = runs_table(load_metrics(metric_paths))
+              experiments_csv: Path | str, tables_dir: Path | str, published: list[dict] | None = None,
+              sweeps: list[dict] | None = None, baseline: str = "none") -> dict[str, pd.DataFrame]:
+    """runs.csv, experiments.csv and results/tables/*.csv|md: leaderboard, published, effects,
+    one table per study and per sweep."""
+    from fmnist import compare
+
+    metrics = load_metrics(metric_paths)
+    runs = runs_table(metrics)
     exps = experiments_table(runs)
     runs.to_csv(runs_csv, index=False)
     exps.to_csv(experiments_csv, index=False)
     tables_dir = Path(tables_dir)
     tables_dir.mkdir(parents=True, exist_ok=True)
-    per_study = study_tables(exps, runs, studies)
-    for study, table in per_study.items():
-        table.to_csv(tables_dir / f"study_{study}.csv", index=False)
-        (tables_dir / f"study_{study}.md").write_text(to_markdown(table) + "\n")
-    return {"runs": runs, "experiments": exps, **{f"study_{k}": v for k, v in per_study.items()}}
+    out = {"runs": runs, "experiments": exps}
+    out["leaderboard"] = compare.leaderboard(exps, runs)
+    out["published"] = compare.compare_published(published or [], runs)
+    out["effects"] = compare.augmentation_effects(runs, baseline)
+    for name in ("leaderboard", "published", "effects"):
+        write_table(out[name], tables_dir, name)
+    for study, table in study_tables(exps, runs, studies).items():
+        out[f"study_{study}"] = table
+        write_table(table, tables_dir, f"study_{study}")
+    configs = {m["run_id"]: m.get("config") or {} for m in metrics}
+    for sweep in sweeps or []:
+        if sweep["study"] not in studies:
+            raise ValueError(
+                f"report.sweeps[{sweep['name']}]: study {sweep['study']!r} is not in this config "
+                f"(studies: {', '.join(studies)}); name one of them or remove the sweep."
+            )
+        table = compare.sweep_table(runs, configs, studies[sweep["study"]], sweep)
+        out[f"sweep_{sweep['name']}"] = table
+        write_table(table, tables_dir, f"sweep_{sweep['name']}")
+    return out
 
 
 def to_markdown(df: pd.DataFrame, floatfmt: str = ".4f") -> str:

@@ -58,3 +58,154 @@ def confusion(confusion_csv: Path | str, out: Path | str, title: str = "") -> No
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
+
+
+# --- report-level figures: effects, sweeps, Pareto fronts, dataset -------------------------------
+
+def _empty(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="#5b6476")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def effects(effects_csv: Path | str, out: Path | str) -> None:
+    """Forest plot: each augmentation's paired change in test accuracy vs the baseline, with its 95% CI."""
+    df = pd.read_csv(effects_csv)
+    n = len(df)
+    fig, ax = plt.subplots(figsize=(8, max(2.0, 0.42 * n + 1.1)), dpi=100)
+    if not n:
+        _empty(ax, "no augmentation has a baseline run to compare with")
+    else:
+        y = np.arange(n)[::-1]
+        colors = {"better": "#1d6b2a", "worse": "#b3261e"}
+        for yi, (_, r) in zip(y, df.iterrows(), strict=True):
+            c = colors.get(r["verdict"], "#3b5998")
+            if not np.isnan(r["ci95_low"]):
+                ax.plot([r["ci95_low"], r["ci95_high"]], [yi, yi], color=c, lw=2.2, alpha=0.8)
+            ax.plot(r["difference_mean"], yi, "o", color=c, ms=6)
+        ax.axvline(0, color="grey", lw=1)
+        labels = [f"{r.model} [{r.setting}]: {r.augmentation} ({r.pairs} seeds)" for r in df.itertuples()]
+        ax.set_yticks(y, labels, fontsize=8)
+        ax.set_xlabel(f"change in test accuracy vs '{df['baseline'].iloc[0]}' (percentage points, paired by seed)")
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_title("Augmentation effects: mean and 95% interval; green/red: interval excludes 0", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def sweep(sweep_csv: Path | str, out: Path | str, title: str = "", log_x: bool | None = None) -> None:
+    """Mean test accuracy with 95% CI error bars against the swept setting, one line per group."""
+    df = pd.read_csv(sweep_csv)
+    fig, ax = plt.subplots(figsize=(7, 3.8), dpi=100)
+    if df.empty:
+        _empty(ax, "no runs in this sweep")
+    else:
+        x_key = df["x_key"].iloc[0]
+        numeric = df["x_numeric"].notna().all()
+        categories = list(dict.fromkeys(df["x"]))
+        for line, g in df.groupby("line", sort=False):
+            xs = g["x_numeric"].to_numpy() if numeric else np.array([categories.index(v) for v in g["x"]])
+            mean = g["mean"].to_numpy()
+            err = np.vstack([mean - g["ci95_low"].to_numpy(), g["ci95_high"].to_numpy() - mean])
+            err = np.nan_to_num(err, nan=0.0)
+            ax.errorbar(xs, mean, yerr=err, marker="o", ms=4, capsize=3, label=line)
+        if numeric:
+            positive = (df["x_numeric"] > 0).all()
+            span = df["x_numeric"].max() / df["x_numeric"].min() if positive else 0
+            if log_x if log_x is not None else (positive and span >= 10):
+                ax.set_xscale("log")
+            ax.set_xticks(sorted(set(df["x_numeric"])), [str(v) for v in dict.fromkeys(
+                df.sort_values("x_numeric")["x"])], fontsize=8)
+            ax.minorticks_off()
+        else:
+            ax.set_xticks(range(len(categories)), categories, fontsize=8)
+        ax.set(xlabel=x_key, ylabel="test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    ax.set_title(title or "sweep", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def pareto(experiments_csv: Path | str, out: Path | str) -> None:
+    """Mean test accuracy against parameters and against training time, the Pareto front joined."""
+    from fmnist.compare import pareto_front
+
+    df = pd.read_csv(experiments_csv)
+    df = df[df["test_accuracy_mean"].notna()] if len(df) else df
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
+    for ax, cost, xlabel in ((axes[0], "params", "parameters"),
+                             (axes[1], "train_seconds_mean", "training time per run (s)")):
+        if df.empty:
+            _empty(ax, "no finished experiment")
+            continue
+        x = df[cost].astype(float).to_numpy()
+        y = 100 * df["test_accuracy_mean"].to_numpy()
+        front = np.array(pareto_front(list(x), list(y)))
+        ax.scatter(x[~front], y[~front], s=22, color="#9aa5b8", label="dominated")
+        order = np.argsort(x[front])
+        ax.plot(x[front][order], y[front][order], "o-", color="#c0392b", ms=5, label="Pareto front")
+        for xi, yi, name in zip(x[front], y[front], df["experiment"][front], strict=True):
+            ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(4, -10), fontsize=7)
+        if (x > 0).all() and x.max() / x.min() >= 10:
+            ax.set_xscale("log")
+        ax.set(xlabel=xlabel, ylabel="mean test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    axes[0].set_title("accuracy vs size", fontsize=10)
+    axes[1].set_title("accuracy vs training time", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def class_distribution(prepared: Path | str, out: Path | str) -> None:
+    """Images per class in each split of the prepared file."""
+    from fmnist.data import load_prepared
+
+    arrays, meta = load_prepared(prepared)
+    classes = meta["classes"]
+    fig, ax = plt.subplots(figsize=(9, 3.3), dpi=100)
+    width = 0.27
+    for k, split in enumerate(("train", "val", "test")):
+        counts = np.bincount(arrays[f"{split}_labels"], minlength=len(classes))
+        ax.bar(np.arange(len(classes)) + (k - 1) * width, counts, width,
+               label=f"{split} ({counts.sum():,})")
+    ax.set_xticks(range(len(classes)), classes, rotation=20, fontsize=8)
+    ax.set(ylabel="images", title="Class distribution per split")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def class_samples(prepared: Path | str, out: Path | str, per_class: int = 10, seed: int = 0) -> None:
+    """A grid of random training images: one row per class."""
+    from fmnist.data import load_prepared
+
+    arrays, meta = load_prepared(prepared)
+    classes = meta["classes"]
+    images, labels = arrays["train_images"], arrays["train_labels"]
+    rng = np.random.default_rng(seed)
+    height = len(classes) * 0.75 + 0.4
+    fig, axes = plt.subplots(len(classes), per_class, figsize=(per_class * 0.75 + 1.4, height),
+                             dpi=100, squeeze=False)
+    for c, name in enumerate(classes):
+        idx = np.flatnonzero(labels == c)
+        pick = rng.choice(idx, size=min(per_class, len(idx)), replace=False) if len(idx) else []
+        for j in range(per_class):
+            ax = axes[c, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if j < len(pick):
+                ax.imshow(images[pick[j]], cmap="gray_r", vmin=0, vmax=255)
+        axes[c, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle("Training images, one row per class", fontsize=10)
+    fig.subplots_adjust(left=0.15, right=0.99, top=1 - 0.35 / height, bottom=0.01, wspace=0.05, hspace=0.05)
+    fig.savefig(out)
+    plt.close(fig)

@@ -7,6 +7,7 @@ from snakemake.exceptions import WorkflowError
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # a plain checkout works without `pip install -e`
 
+from fmnist import compare  # noqa: E402
 from fmnist import config as fmnist_config  # noqa: E402
 from fmnist import data as fmnist_data  # noqa: E402
 from fmnist import experiments  # noqa: E402
@@ -14,6 +15,7 @@ from fmnist import experiments  # noqa: E402
 try:
     fmnist_config.validate(config)
     RUNS, STUDIES = experiments.expand(config)
+    compare.check_report_config(config["report"], STUDIES)
 except fmnist_config.ConfigError as exc:
     raise WorkflowError(f"fmnist: {exc}") from None
 

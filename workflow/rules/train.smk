@@ -31,8 +31,10 @@ rule plot_run:
         history=f"{RUN_DIR}/history.csv",
         confusion=f"{RUN_DIR}/confusion.csv",
     output:
-        curves=f"{RUN_DIR}/curves.png",
-        confusion=f"{RUN_DIR}/confusion.png",
+        curves=report(f"{RUN_DIR}/curves.png", caption="../report/curves.rst", category="3. Runs",
+                      labels={"run": "{run}", "figure": "learning curves"}),
+        confusion=report(f"{RUN_DIR}/confusion.png", caption="../report/confusion.rst", category="3. Runs",
+                         labels={"run": "{run}", "figure": "confusion matrix"}),
     conda:
         "../../envs/fmnist.yaml"
     log:

@@ -1,4 +1,4 @@
-"""Snakemake entry: per-run metrics -> runs.csv, experiments.csv, per-study tables (see fmnist.aggregate)."""
+"""Snakemake entry: per-run metrics -> runs.csv, experiments.csv and results/tables (see fmnist.aggregate)."""
 
 import sys
 
@@ -7,9 +7,11 @@ from _setup import redirect_output  # noqa: E402
 
 redirect_output(snakemake.log[0])  # noqa: F821
 
-from fmnist import aggregate  # noqa: E402
+from fmnist import aggregate, compare  # noqa: E402
 
 sm = snakemake  # noqa: F821
-tables = aggregate.write_all(sm.input.metrics, sm.params.studies, sm.output.runs,
-                             sm.output.experiments, sm.output.tables)
-print(tables["experiments"].to_string())
+published = compare.load_published(sm.input.published[0] if sm.input.published else None)
+tables = aggregate.write_all(sm.input.metrics, sm.params.studies, sm.output.runs, sm.output.experiments,
+                             sm.output.tables, published=published, sweeps=sm.params.sweeps,
+                             baseline=sm.params.baseline)
+print(tables["leaderboard"].to_string())

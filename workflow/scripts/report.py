@@ -1,4 +1,4 @@
-"""Snakemake entry: render reports/summary.html from the aggregated tables (see fmnist.report)."""
+"""Snakemake entry: render reports/summary.html from the aggregated tables and figures (see fmnist.report)."""
 
 import sys
 from pathlib import Path
@@ -11,13 +11,18 @@ redirect_output(snakemake.log[0])  # noqa: F821
 from fmnist import report  # noqa: E402
 
 sm = snakemake  # noqa: F821
+template_dir = Path(sm.input.templates[0]).parent
 report.write_report(
     sm.output[0],
-    sm.input.template,
+    template_dir / sm.params.template,
     runs_csv=sm.input.runs,
     experiments_csv=sm.input.experiments,
     tables_dir=sm.input.tables,
     studies=sm.params.studies,
+    descriptions=sm.params.descriptions,
+    sweeps=sm.params.sweeps,
+    figures_dir=Path(sm.input.effects).parent,
+    run_dir=Path(sm.input.metrics[0]).parent.parent if sm.input.metrics else "results/runs",
     title=sm.params.title,
     config_hash=sm.params.config_hash,
     repo=Path(sm.scriptdir).parents[1],

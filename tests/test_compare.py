@@ -1,0 +1,202 @@
+"""Table and interval logic on small synthetic runs: known means, t-intervals, paired differences, verdicts."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from fmnist import aggregate, compare
+from fmnist.config import ConfigError
+
+T2 = 4.303  # Student's t, 97.5% quantile, 2 degrees of freedom
+
+
+def metric(run_id: str, acc: float | None, status: str = "ok", val: float | None = None, **extra) -> dict:
+    model, aug, setting, seed = run_id.split(".")
+    m = {
+        "run_id": run_id, "status": status, "status_reason": "" if status == "ok" else "synthetic",
+        "model": model, "arch": model, "augmentation": aug, "setting": setting, "seed": int(seed[1:]),
+        "test_accuracy": acc, "test_loss": 0.3, "precision_macro": acc, "recall_macro": acc, "f1_macro": acc,
+        "per_class_accuracy": {"T-shirt/top": acc, "Trouser": acc},
+        "best_val_accuracy": val if val is not None else acc, "best_val_loss": 0.3, "best_epoch": 2,
+        "epochs_run": 4, "epochs_max": 10, "params": 1000 if model == "small" else 5000,
+        "trainable_params": 1000, "train_seconds": 8.0, "images_per_second": 100.0, "peak_memory_mb": 1.0,
+        "device": "cpu", "device_name": "cpu", "n_train": 1800, "config_hash": "x",
+        "config": {"id": run_id, "model": {"name": model, "arch": model, "args": {"filters": 32}},
+                   "augmentation": {"name": aug, "kind": aug, "params": {}}, "setting": setting,
+                   "seed": int(seed[1:]), "train": {"batch_size": 64, "optimizer": {"name": "adam", "lr": 0.001}}},
+    }
+    m.update(extra)
+    return m
+
+
+def runs_of(metrics: list[dict]) -> pd.DataFrame:
+    return aggregate.runs_table(metrics)
+
+
+def test_mean_ci_known_values():
+    s = aggregate.mean_ci([0.90, 0.92, 0.94])
+    assert s["n"] == 3 and s["mean"] == pytest.approx(0.92)
+    assert s["std"] == pytest.approx(0.02)
+    half = T2 * 0.02 / math.sqrt(3)
+    assert (s["ci95_low"], s["ci95_high"]) == pytest.approx((0.92 - half, 0.92 + half))
+    one = aggregate.mean_ci([0.5, None, float("nan")])
+    assert one["n"] == 1 and math.isnan(one["ci95_low"])
+
+
+def test_experiments_table_counts_not_learned_seed_as_a_result():
+    runs = runs_of([metric("a.none.d.s0", 0.90), metric("a.none.d.s1", 0.10, status="not_learned"),
+                    metric("a.none.d.s2", None, status="diverged")])
+    exps = aggregate.experiments_table(runs)
+    row = exps.iloc[0]
+    assert (row["runs"], row["ok"], row["not_learned"], row["diverged"], row["n"]) == (3, 1, 1, 1, 2)
+    assert row["test_accuracy_mean"] == pytest.approx(0.5)
+    assert runs["seconds_per_epoch"].iloc[0] == pytest.approx(2.0)
+
+
+def test_paired_difference_uses_only_common_seeds():
+    runs = runs_of([
+        metric("m.mix.d.s0", 0.92), metric("m.mix.d.s1", 0.912), metric("m.mix.d.s2", 0.918),
+        metric("m.none.d.s0", 0.90), metric("m.none.d.s1", 0.890), metric("m.none.d.s2", 0.900),
+        metric("m.none.d.s7", 0.50),  # no partner: must not enter the pairing
+    ])
+    d = compare.paired_difference(runs, "m.mix.d", "m.none.d")
+    # per-seed differences in points: 2.0, 2.2, 1.8 -> mean 2.0, std 0.2
+    assert d["n"] == 3 and d["seeds"] == "0 1 2"
+    assert d["mean"] == pytest.approx(2.0) and d["std"] == pytest.approx(0.2)
+    half = T2 * 0.2 / math.sqrt(3)
+    assert (d["ci95_low"], d["ci95_high"]) == pytest.approx((2.0 - half, 2.0 + half))
+    assert compare.verdict_difference(d) == "better"
+
+
+def test_augmentation_effects_per_model_with_verdicts():
+    runs = runs_of([
+        metric("m.none.d.s0", 0.90), metric("m.none.d.s1", 0.89), metric("m.none.d.s2", 0.90),
+        metric("m.flip.d.s0", 0.92), metric("m.flip.d.s1", 0.90), metric("m.flip.d.s2", 0.93),  # +2, +1, +3
+        metric("m.mix.d.s0", 0.88), metric("m.mix.d.s1", 0.87), metric("m.mix.d.s2", 0.88),  # -2, -2, -2
+        metric("k.mix.d.s0", 0.80),  # model k has no baseline: no row
+    ])
+    eff = compare.augmentation_effects(runs).set_index("augmentation")
+    assert list(eff.index) == ["flip", "mix"]
+    assert eff.loc["flip", "difference_mean"] == pytest.approx(2.0)
+    assert eff.loc["flip", "verdict"] == "no clear difference"  # std 1 -> half width 2.48
+    assert eff.loc["mix", "difference_mean"] == pytest.approx(-2.0)
+    assert eff.loc["mix", "verdict"] == "worse"  # identical differences: zero-width interval below 0
+
+
+def test_leaderboard_gap_to_best_is_paired():
+    runs = runs_of([metric("a.none.d.s0", 0.91), metric("a.none.d.s1", 0.93),
+                    metric("b.none.d.s0", 0.90), metric("b.none.d.s1", 0.92),
+                    metric("c.none.d.s0", 0.80), metric("c.none.d.s1", 0.79)])
+    board = compare.leaderboard(aggregate.experiments_table(runs), runs).set_index("experiment")
+    assert board.loc["a.none.d", "rank"] == 1 and board.loc["a.none.d", "vs_best"] == "best"
+    # b is 1 point behind on both seeds: zero spread, so clearly worse despite overlapping per-experiment CIs
+    assert board.loc["b.none.d", "gap_to_best"] == pytest.approx(-1.0)
+    assert board.loc["b.none.d", "vs_best"] == "worse"
+    assert board.loc["c.none.d", "gap_to_best"] == pytest.approx(-12.5)
+
+
+def test_compare_published_units_metrics_and_verdicts():
+    runs = runs_of([metric(f"m.none.d.s{i}", a, val=v) for i, (a, v) in
+                    enumerate([(0.90, 0.92), (0.91, 0.93), (0.92, 0.94)])])
+    published = [
+        {"source": "A", "experiment": "m.none.d", "label": "inside", "metric": "test_accuracy", "value": 91.0, "epochs": 40},
+        {"source": "A", "experiment": "m.none.d", "label": "above", "metric": "test_accuracy", "value": 95.0},
+        {"source": "B", "experiment": "m.none.d", "label": "val", "metric": "val_accuracy", "value": 93.5},
+        {"source": "C", "experiment": "m.none.d", "label": "fig", "metric": "test_accuracy", "value": None},
+        {"source": "D", "experiment": "x.none.d", "label": "absent", "metric": "test_accuracy", "value": 90.0},
+        {"source": "D", "experiment": "m.none.d", "label": "speed", "metric": "seconds_per_epoch", "value": 1.0},
+    ]
+    t = compare.compare_published(published, runs).set_index("label")
+    assert t.loc["inside", "reproduced_mean"] == pytest.approx(91.0)
+    assert t.loc["inside", "difference"] == pytest.approx(0.0) and t.loc["inside", "verdict"] == "inside"
+    assert t.loc["inside", "published_epochs"] == 40 and t.loc["inside", "our_epochs_max"] == 10
+    assert t.loc["above", "verdict"] == "above" and t.loc["above", "difference"] == pytest.approx(-4.0)
+    assert t.loc["val", "reproduced_mean"] == pytest.approx(93.0)  # best validation accuracy, not test
+    assert t.loc["val", "verdict"] == "inside"
+    assert t.loc["fig", "verdict"] == "figure only" and math.isnan(t.loc["fig", "difference"])
+    assert t.loc["absent", "verdict"] == "not run" and t.loc["absent", "status"] == "not run"
+    assert t.loc["speed", "reproduced_mean"] == pytest.approx(2.0)  # 8 s over 4 epochs
+    assert t.loc["speed", "verdict"] == "below"
+
+
+def test_load_published_validates_entries(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("published:\n  - {source: B, experiment: a.none.default, metric: val_accuracy, value: 92.3}\n")
+    [entry] = compare.load_published(good)
+    assert entry["label"] == "a.none.default" and entry["epochs"] is None
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("published:\n  - {source: F, experiment: a.none, metric: top5, value: 92.3, colour: red}\n")
+    with pytest.raises(ConfigError) as err:
+        compare.load_published(bad)
+    msg = str(err.value)
+    for part in ("published[0].source", "published[0].experiment", "published[0].metric", "colour", "bad.yaml"):
+        assert part in msg
+    with pytest.raises(ConfigError, match="not found"):
+        compare.load_published(tmp_path / "missing.yaml")
+    assert compare.load_published("") == []
+
+
+def test_the_shipped_published_file_is_valid():
+    from conftest import REPO
+
+    entries = compare.load_published(REPO / "config" / "published.yaml")
+    assert entries and all(e["metric"] in compare.METRICS for e in entries)
+
+
+def test_sweep_table_groups_lines_by_everything_but_x():
+    ms = []
+    for model in ("small", "big"):
+        for bs in (16, 64, 256):
+            for seed in (0, 1):
+                m = metric(f"{model}.none.bs{bs}.s{seed}", 0.80 + bs / 10000 + seed / 100)
+                m["config"]["train"]["batch_size"] = bs
+                ms.append(m)
+    runs = runs_of(ms)
+    configs = {m["run_id"]: m["config"] for m in ms}
+    t = compare.sweep_table(runs, configs, list(configs), {"name": "bs", "x": "batch_size"})
+    assert sorted(set(t["line"])) == ["big + none", "small + none"]
+    small = t[t["line"] == "small + none"]
+    assert list(small["x_numeric"]) == [16, 64, 256]
+    assert small["mean"].iloc[0] == pytest.approx(100 * (0.80 + 0.0016 + 0.005))
+    assert (small["seeds"] == 2).all()
+    with pytest.raises(ConfigError, match="no setting 'optimizer.momentum'"):
+        compare.sweep_table(runs, configs, list(configs), {"name": "m", "x": "optimizer.momentum"})
+    t2 = compare.sweep_table(runs, configs, list(configs), {"name": "f", "x": "model.args.filters"})
+    assert set(t2["x"]) == {"32"}
+
+
+def test_pareto_front():
+    costs = [1, 2, 3, 4, float("nan")]
+    gains = [80, 85, 84, 90, 99]
+    assert compare.pareto_front(costs, gains) == [True, True, False, True, False]
+
+
+def test_confused_pairs():
+    cm = pd.DataFrame([[8, 2, 0], [1, 9, 0], [5, 0, 5]], columns=["a", "b", "c"], index=["a", "b", "c"])
+    pairs = compare.confused_pairs(cm, k=2)
+    assert [(p["true"], p["predicted"], p["count"]) for p in pairs] == [("c", "a", 5), ("a", "b", 2)]
+    assert pairs[0]["fraction"] == pytest.approx(0.5)
+
+
+def test_write_all_writes_csv_and_markdown_tables(tmp_path):
+    paths = []
+    for i, m in enumerate([metric("m.none.d.s0", 0.90), metric("m.none.d.s1", 0.91),
+                           metric("m.mix.d.s0", 0.92), metric("m.mix.d.s1", 0.925)]):
+        p = tmp_path / f"{i}.json"
+        p.write_text(json.dumps(m))
+        paths.append(p)
+    published = [{"source": "B", "experiment": "m.mix.d", "label": "l", "metric": "test_accuracy",
+                  "value": 92.0, "epochs": None, "note": ""}]
+    out = aggregate.write_all(paths, {"s": ["m.none.d.s0", "m.none.d.s1", "m.mix.d.s0", "m.mix.d.s1"]},
+                              tmp_path / "runs.csv", tmp_path / "experiments.csv", tmp_path / "tables",
+                              published=published, sweeps=[{"name": "lr", "study": "s", "x": "optimizer.lr"}])
+    for name in ("leaderboard", "published", "effects", "study_s", "sweep_lr"):
+        assert (tmp_path / "tables" / f"{name}.csv").exists()
+        md = (tmp_path / "tables" / f"{name}.md").read_text()
+        assert md.startswith("| ") and "|---|" in md
+    assert out["effects"]["difference_mean"].iloc[0] == pytest.approx(1.75)
+    assert pd.read_csv(tmp_path / "tables" / "published.csv")["verdict"].iloc[0] == "inside"

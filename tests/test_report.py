@@ -1,0 +1,157 @@
+"""The rendered summary: escaping of hostile names, and the page opened in headless Chromium
+(no console errors, every image decodes, every section present; a screenshot kept as a test artifact)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import REPO
+from test_compare import metric
+
+from fmnist import aggregate, gallery, plots, report
+
+HOSTILE = "<script>alert(1)</script>"
+HOSTILE_REASON = '<img src=x onerror="alert(2)">'
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = REPO / "test-artifacts"
+pytestmark = pytest.mark.slow  # draws ~40 real figures (and imports torch for the gallery)
+
+SECTIONS = ["overview", "leaderboard", "published", "effects", "tradeoffs", "runs", "dataset", "environment"]
+
+
+def _write_run(run_dir: Path, m: dict, with_files: bool) -> Path:
+    d = run_dir / m["run_id"] if with_files else run_dir / "hostile"
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps(m))
+    if with_files:
+        epochs = range(1, 5)
+        pd.DataFrame({"epoch": list(epochs), "train_loss": [1.0, 0.6, 0.5, 0.45], "train_accuracy": [0.6, 0.8, 0.84, 0.86],
+                      "val_loss": [0.8, 0.6, 0.55, 0.56], "val_accuracy": [0.7, 0.8, 0.83, 0.82],
+                      "lr": [1e-3] * 4, "seconds": [2.0] * 4}).to_csv(d / "history.csv", index=False)
+        classes = ["T-shirt/top", "Trouser", "Shirt"]
+        pd.DataFrame([[80, 2, 18], [1, 97, 2], [25, 1, 74]], columns=classes,
+                     index=pd.Index(classes, name="true \\ predicted")).to_csv(d / "confusion.csv")
+        plots.learning_curves(d / "history.csv", d / "curves.png", title=m["run_id"], best_epoch=3)
+        plots.confusion(d / "confusion.csv", d / "confusion.png", title=m["run_id"])
+    return d / "metrics.json"
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, prepared_small) -> dict:
+    """A synthetic study on disk: runs (one with a hostile name, one that did not learn), tables, every figure."""
+    root = tmp_path_factory.mktemp("study")
+    run_dir, tables, figures = root / "runs", root / "tables", root / "figures"
+    figures.mkdir()
+    ms = []
+    for seed, (a, b, c) in enumerate([(0.90, 0.91, 0.10), (0.905, 0.92, 0.11), (0.895, 0.915, 0.10)]):
+        ms.append(metric(f"cnn.none.default.s{seed}", a))
+        ms.append(metric(f"cnn.mixup.default.s{seed}", b))
+        ms.append(metric(f"vgg12.none.default.s{seed}", c, status="not_learned",
+                         status_reason="test accuracy 0.100 is at chance level"))
+    for bs, acc in ((16, 0.88), (64, 0.90), (256, 0.87)):
+        for seed in (0, 1):
+            m = metric(f"cnn.none.bs{bs}.s{seed}", acc + seed / 200)
+            m["config"]["train"]["batch_size"] = bs
+            ms.append(m)
+    hostile = metric("cnn.none.default.s9", 0.5, status="diverged", status_reason=HOSTILE_REASON)
+    hostile["run_id"] = HOSTILE
+    hostile["config"]["setting"] = HOSTILE
+    paths = [_write_run(run_dir, m, with_files=True) for m in ms] + [_write_run(run_dir, hostile, with_files=False)]
+    studies = {"default": [m["run_id"] for m in ms[:9]] + [HOSTILE], "batch": [m["run_id"] for m in ms[9:]]}
+    published = [
+        {"source": "B", "study": "report_b", "experiment": "cnn.none.default", "label": "standard CNN",
+         "metric": "val_accuracy", "value": 90.2, "epochs": None, "note": "early stopping"},
+        {"source": "B", "study": "report_b", "experiment": "cnn.mixup.default", "label": "standard CNN + MixUp",
+         "metric": "test_accuracy", "value": 92.87, "epochs": 40, "note": HOSTILE},
+        {"source": "E", "study": "report_e", "experiment": "vgg12.none.default", "label": "VGG12 (no residuals)",
+         "metric": "test_accuracy", "value": 10.0, "epochs": 100, "note": "fails to learn"},
+        {"source": "E", "study": "report_e", "experiment": "vit.none.e_base", "label": "base ViT",
+         "metric": "test_accuracy", "value": 86.34, "epochs": 100, "note": ""},
+    ]
+    sweeps = [{"name": "batch", "study": "batch", "x": "batch_size", "title": "", "log_x": None}]
+    aggregate.write_all(paths, studies, root / "runs.csv", root / "experiments.csv", tables,
+                        published=published, sweeps=sweeps)
+    plots.effects(tables / "effects.csv", figures / "effects.png")
+    plots.pareto(root / "experiments.csv", figures / "pareto.png")
+    plots.sweep(tables / "sweep_batch.csv", figures / "sweep_batch.png", title="batch size")
+    plots.class_distribution(prepared_small, figures / "class_distribution.png")
+    plots.class_samples(prepared_small, figures / "samples.png")
+    gallery.gallery(prepared_small, figures / "augmentations.png")
+    out = root / "summary.html"
+    report.write_report(out, REPO / "workflow" / "templates" / "summary.html.j2", runs_csv=root / "runs.csv",
+                        experiments_csv=root / "experiments.csv", tables_dir=tables, studies=studies,
+                        descriptions={"default": f"a study described as {HOSTILE}"}, sweeps=sweeps,
+                        figures_dir=figures, run_dir=run_dir, config_hash="abc123", repo=REPO)
+    return {"root": root, "html": out, "studies": studies}
+
+
+def test_hostile_names_are_escaped_text(study):
+    html = study["html"].read_text()
+    assert HOSTILE not in html and "alert(2)\">" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;img src=x onerror=" in html
+    # the only scripts are none at all: the page is static
+    assert "<script" not in html
+
+
+def test_sections_and_content(study):
+    html = study["html"].read_text()
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in html
+    assert "vgg12.none.default" in html and "not learned" in html  # a failed model is a result, not a gap
+    assert "not run" in html  # the ViT entry's experiment is not in this study
+    assert "Shirt taken for T-shirt/top" in html  # most confused pair named
+    assert "data:image/png;base64," in html and "src=\"http" not in html
+
+
+def _chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess:
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
+           f"--user-data-dir={tmp / 'chromium-profile'}", "--enable-logging=stderr", "--v=0", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+# Injected into a test copy of the page: record console errors, failed resources and alert() calls,
+# then, after load, whether every image decoded.
+PROBE_HEAD = """<script>window.__errs=[];window.__alerts=[];window.alert=function(m){__alerts.push(String(m))};
+const __ce=console.error;console.error=function(...a){__errs.push(a.join(' '));__ce.apply(console,a)};
+window.addEventListener('error',e=>{__errs.push('error: '+(e.message||(e.target&&(e.target.src||e.target.href))||'?'))},true);
+</script>"""
+PROBE_TAIL = """<script>window.addEventListener('load',()=>{const imgs=[...document.images];const b=document.body.dataset;
+b.images=imgs.length;b.broken=imgs.filter(i=>!(i.complete&&i.naturalWidth>0)).map(i=>i.alt).join('|');
+b.errors=JSON.stringify(__errs);b.alerts=__alerts.length;b.rows=document.querySelectorAll('#leaderboard-table tr').length-1;
+b.sections=[...document.querySelectorAll('section')].map(s=>s.id).join(' ');b.done='1'})</script>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (CI installs it)")
+def test_page_in_headless_chromium(study, tmp_path):
+    html = study["html"].read_text()
+    probe = tmp_path / "probe.html"
+    probe.write_text(html.replace("<head>", "<head>" + PROBE_HEAD, 1).replace("</body>", PROBE_TAIL + "</body>", 1))
+    proc = _chromium("--virtual-time-budget=5000", "--dump-dom", probe.as_uri(), tmp=tmp_path)
+    body = re.search(r"<body[^>]*>", proc.stdout)
+    assert body, f"chromium printed no DOM:\n{proc.stderr[-3000:]}"
+    attrs = dict(re.findall(r'data-([a-z]+)="([^"]*)"', body.group(0)))
+    assert attrs.get("done") == "1", proc.stderr[-3000:]
+    assert json.loads(attrs["errors"].replace("&quot;", '"')) == []
+    assert attrs["broken"] == "", f"images that did not decode: {attrs['broken']}"
+    n_images = int(attrs["images"])
+    assert n_images >= 2 * 15 + 6  # two per run with files, plus the study and dataset figures
+    assert attrs["alerts"] == "0"  # the hostile run name did not execute
+    assert attrs["sections"].split() == SECTIONS
+    leaderboard = pd.read_csv(study["root"] / "tables" / "leaderboard.csv")
+    assert int(attrs["rows"]) == len(leaderboard)
+    console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line]
+    assert not console, console
+    # The screenshot of the real page (not the probe copy) is kept for a human to look at.
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "summary.png"
+    shot.unlink(missing_ok=True)
+    _chromium("--window-size=1280,4200", f"--screenshot={shot}", study["html"].as_uri(), tmp=tmp_path)
+    assert shot.exists() and shot.stat().st_size > 10_000
