@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CORES ?= all
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps study test test-fast lint clean-results
+.PHONY: setup system-deps test-deps study test test-fast lint clean-results
 
 setup: $(VENV)/.installed
 
@@ -14,16 +14,29 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -e '.[dev,cluster]'
 	touch $@
 
-# Debian's offline copy of Fashion-MNIST (the download rule falls back to the canonical mirrors).
+# Debian packages: the offline copy of Fashion-MNIST (the download rule falls back to the canonical
+# mirrors without it); the tests also need Chromium (report test) and SLURM + munge (cluster test).
+STUDY_DEBS := dataset-fashion-mnist
+TEST_DEBS := dataset-fashion-mnist chromium slurm-wlm munge
+define install_debs
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+		else echo "Please install the Debian packages:$$missing (as root: apt-get install$$missing)"; fi; fi
+endef
+
 system-deps:
-	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist; fi
+	$(call install_debs,$(STUDY_DEBS))
+
+test-deps:
+	$(call install_debs,$(TEST_DEBS))
 
 study: setup system-deps
 	$(BIN)/snakemake --cores $(CORES) --resources gpu=1
 	@echo "Open reports/summary.html"
 
-test: setup system-deps
+test: setup test-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: setup
