@@ -325,8 +325,8 @@ def startup_cost(run: dict, data: Path | str, threads: int = 2, repeats: int = 3
             raise RuntimeError(f"start-up probe failed:\n{proc.stderr[-3000:]}")
         t = json.loads(proc.stdout.strip().splitlines()[-1])
         marks = [("interpreter", t_spawn, t["start"]), ("import torch", t["start"], t["torch"]),
-                 ("import fmnist (+ torchvision)", t["torch"], t["fmnist"]),
-                 ("data load", t["fmnist"], t["data"]), ("model + optimizer", t["data"], t["build"]),
+                 ("import fmnist", t["torch"], t["fmnist"]),
+                 ("data load", t["fmnist"], t["data"]), ("model + optimizer (imports torch._dynamo)", t["data"], t["build"]),
                  ("first step", t["build"], t["step"]), ("total", t_spawn, t["step"])]
         for name, a, b in marks:
             phases.setdefault(name, []).append(b - a)
