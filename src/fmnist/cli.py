@@ -1,4 +1,4 @@
-"""Command line: list runs, fetch and prepare data, train one run by hand, inspect models."""
+"""Command line: list runs, fetch and prepare data, train one run by hand, inspect models, benchmark."""
 
 from __future__ import annotations
 
@@ -91,6 +91,60 @@ def cmd_models(args) -> int:
     return 0
 
 
+def _print_result(result: dict, as_json: bool, lines: list[str]) -> int:
+    if as_json:
+        json.dump(result, sys.stdout, indent=2)
+        print()
+    else:
+        print("\n".join(lines))
+    return 0
+
+
+def cmd_bench_throughput(args) -> int:
+    from fmnist import bench
+
+    r = bench.throughput(args.model, args.augmentation, args.device, args.data, args.configfile or
+                         bench.DEFAULT_CONFIG, args.batch_size, args.images, args.warmup, args.repeats,
+                         args.threads, args.workers, args.channels_last, args.compile,
+                         log=(lambda _m: None) if args.json else print)
+    load = ", ".join(f"{x:.2f}" for x in r["load_average"])
+    return _print_result(r, args.json, [
+        f"{r['model']} + {r['augmentation']}, batch {r['batch_size']}, {r['images']} images x "
+        f"{r['repeats']} repeats (medians), {r['device_name']}, {r['workers']} DataLoader workers, "
+        f"channels_last {r['channels_last']}, compile {r['compile']}, bf16 {r['amp_bf16']}",
+        f"reference loop (torchvision dataset + DataLoader + PIL transforms): {r['reference_images_per_s']:8.0f} images/s",
+        f"fmnist trainer (data and augmentation on the device):               {r['fmnist_images_per_s']:8.0f} images/s",
+        f"ratio fmnist / reference: {r['ratio']:.2f}x   (load average {load})",
+    ])
+
+
+def cmd_bench_speedrun(args) -> int:
+    from fmnist import bench
+
+    r = bench.speedrun(args.data, args.configfile or bench.SPEEDRUN_CONFIG, args.seeds, args.epochs,
+                       args.device, args.threads, log=(lambda _m: None) if args.json else print)
+    return _print_result(r, args.json, [
+        f"speedrun: {r['model']}, {r['epochs']} epochs on {r['n_train']} images, {r['device_name']}",
+        *(f"  seed {x['seed']}: test accuracy {x['test_accuracy']:.4f}, {x['seconds']:.1f}s" for x in r["runs"]),
+        f"mean over {len(r['runs'])} seeds: test accuracy {r['mean_test_accuracy']:.4f}, "
+        f"wall time {r['mean_seconds']:.1f}s per run",
+    ])
+
+
+def cmd_bench_dag(args) -> int:
+    from fmnist import bench
+
+    r = bench.dag(args.configfile or bench.FULL_CONFIG, data=args.data, repeats=args.repeats,
+                  threads=args.threads, log=(lambda _m: None) if args.json else print)
+    return _print_result(r, args.json, [
+        f"snakemake -n --configfile {r['configfile']}: {r['snakemake_dry_run_seconds']:.2f}s "
+        f"(median of {len(r['snakemake_samples'])}; {r['training_runs']} training runs, "
+        f"{r['planned_jobs']} jobs planned)",
+        f"start-up of one training job ({r['startup_run']}), median seconds:",
+        *(f"  {k:32s} {v:6.2f}" for k, v in r["startup_seconds"].items()),
+    ])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fmnist", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -124,6 +178,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="names, sources and summaries only")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models)
+
+    bench = sub.add_parser("bench", help="benchmarks: throughput, speedrun, dag").add_subparsers(
+        dest="bench", required=True)
+    p = bench.add_parser("throughput", help="fmnist's trainer against the reports' DataLoader loop")
+    p.add_argument("--model", default="standard_cnn")
+    p.add_argument("--augmentation", default="none", help="none or flip_affine (a name in the config)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data", default="data/prepared/fashion_mnist.npz")
+    p.add_argument("--configfile", help="config whose defaults the fmnist side uses (default config/config.yaml)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--images", type=int, default=6400, help="timed images per repeat and loop")
+    p.add_argument("--warmup", type=int, default=10, help="untimed steps before each timed part")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2, help="torch threads of both loops")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference loop")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="override the config's channels_last on the fmnist side")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="override the config's compile on the fmnist side")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_throughput)
+
+    p = bench.add_parser("speedrun", help="the speedrun recipe: wall time and test accuracy over seeds")
+    p.add_argument("--data", default="data/prepared/fashion_mnist.npz")
+    p.add_argument("--configfile", help="config with a `speedrun` study (default config/speedrun.yaml)")
+    p.add_argument("--seeds", type=int, nargs="+", help="default: the study's seeds (0 1 2)")
+    p.add_argument("--epochs", type=int, help="override the recipe's epochs (for quick checks)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_speedrun)
+
+    p = bench.add_parser("dag", help="snakemake -n time on a study and one training job's start-up cost")
+    p.add_argument("--configfile", help="study to plan (default config/full.yaml)")
+    p.add_argument("--data", default="data/prepared/fashion_mnist.npz")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_dag)
     return parser
 
 

@@ -144,6 +144,89 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+class StepLoop:
+    """The training steps of a run: model, optimizer, schedule, EMA, augmentation and loss, built once.
+
+    `epoch()` is the trainer's inner loop; `fmnist bench` and the tests drive the same object, so
+    what is measured and checked is what users run.
+    """
+
+    def __init__(self, model, optimizer, schedule, ema, aug, normalize, loss_fn, use_bf16: bool,
+                 device: torch.device, batch_size: int, steps: int, divergence_loss: float,
+                 compile_model: bool = False):
+        self.model, self.optimizer, self.schedule, self.ema = model, optimizer, schedule, ema
+        self.aug, self.normalize, self.loss_fn = aug, normalize, loss_fn
+        self.use_bf16, self.device = use_bf16, device
+        self.batch_size, self.steps, self.limit = batch_size, steps, divergence_loss
+        self.step_model = torch.compile(model) if compile_model else model
+        # A finiteness check reads the loss on the host: free on CPU, a pipeline stall on a GPU.
+        self.check_every = 1 if device.type == "cpu" else 50
+
+    @classmethod
+    def build(cls, run: dict, num_classes: int, n_train: int, device: torch.device) -> StepLoop:
+        cfg = run["train"]
+        model = build_model(run["model"]["arch"], run["model"]["args"], num_classes=num_classes).to(device)
+        if cfg["channels_last"]:
+            model = model.to(memory_format=torch.channels_last)
+        normalize = Normalizer(cfg["normalize"]["mean"], cfg["normalize"]["std"], cfg["channels_last"])
+        aug = augment.build_augmentation(
+            run["augmentation"]["kind"], run["augmentation"]["params"], num_classes
+        )
+        loss_fn = recipes.build_loss(cfg["loss"], num_classes)
+        batch_size = int(cfg["batch_size"])
+        steps = n_train // batch_size if cfg["drop_last"] else math.ceil(n_train / batch_size)
+        steps = max(1, steps)
+        optimizer = recipes.build_optimizer(model.parameters(), cfg["optimizer"])
+        schedule = recipes.build_schedule(optimizer, cfg["scheduler"], cfg["epochs"], steps)
+        ema = recipes.build_ema(model, cfg["ema"])
+        use_bf16 = cfg["amp"] == "bf16" or (cfg["amp"] == "auto" and device.type == "cuda")
+        return cls(model, optimizer, schedule, ema, aug, normalize, loss_fn, use_bf16, device,
+                   batch_size, steps, float(cfg["divergence_loss"]), compile_model=cfg["compile"])
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16)
+
+    def step(self, images_u8: torch.Tensor, labels: torch.Tensor):
+        """One optimizer step on a uint8 batch (N, 1, 28, 28); returns (loss, logits, target), detached."""
+        x = to_unit(images_u8)
+        x, target = self.aug(x, labels)
+        x = self.normalize(x)
+        with self.autocast():
+            logits = self.step_model(x)
+            loss = self.loss_fn(logits, target)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        self.schedule.after_batch()
+        return loss.detach(), logits.detach(), target
+
+    def epoch(self, train: Batches, epoch: int, max_steps: int | None = None):
+        """One shuffled pass (or its first `max_steps` steps): (loss sum, correct count, divergence reason or "").
+
+        The sums stay on the device; the host reads the loss only every `check_every` steps.
+        """
+        self.model.train()
+        dev, batch_size, n_train = self.device, self.batch_size, len(train)
+        loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
+        correct = torch.zeros((), device=dev, dtype=torch.int64)
+        perm = torch.randperm(n_train, device=dev)
+        steps = self.steps if max_steps is None else min(self.steps, max_steps)
+        for step in range(steps):
+            idx = perm[step * batch_size:(step + 1) * batch_size]
+            y = train.labels[idx]
+            loss, logits, target = self.step(train.images[idx], y)
+            loss_sum += loss.double() * len(idx)
+            primary = target.argmax(1) if target.dim() == 2 else y  # mixed: the larger share
+            correct += (logits.argmax(1) == primary).sum()
+            if (step + 1) % self.check_every == 0 or step == steps - 1:
+                last = float(loss)
+                if not math.isfinite(last) or last > self.limit:
+                    return loss_sum, correct, f"training loss {last:.4g} at epoch {epoch}, step {step + 1}"
+        return loss_sum, correct, ""
+
+
 def train_run(
     run: dict,
     data_path: Path | str,
@@ -184,28 +267,11 @@ def train_run(
     train = Batches(train_x, train_y, dev)
     val = Batches(arrays["val_images"], arrays["val_labels"], dev)
 
-    model = build_model(run["model"]["arch"], run["model"]["args"], num_classes=num_classes).to(dev)
-    if cfg["channels_last"]:
-        model = model.to(memory_format=torch.channels_last)
+    loop = StepLoop.build(run, num_classes, n_train=len(train), device=dev)
+    model, optimizer, schedule, ema = loop.model, loop.optimizer, loop.schedule, loop.ema
+    normalize, autocast, aug = loop.normalize, loop.autocast, loop.aug
+    batch_size, steps, n_train = loop.batch_size, loop.steps, len(train)
     n_params, n_trainable = count_params(model)
-    normalize = Normalizer(cfg["normalize"]["mean"], cfg["normalize"]["std"], cfg["channels_last"])
-    aug = augment.build_augmentation(
-        run["augmentation"]["kind"], run["augmentation"]["params"], num_classes
-    )
-    loss_fn = recipes.build_loss(cfg["loss"], num_classes)
-    batch_size = int(cfg["batch_size"])
-    n_train = len(train)
-    steps = n_train // batch_size if cfg["drop_last"] else math.ceil(n_train / batch_size)
-    steps = max(1, steps)
-    optimizer = recipes.build_optimizer(model.parameters(), cfg["optimizer"])
-    schedule = recipes.build_schedule(optimizer, cfg["scheduler"], cfg["epochs"], steps)
-    ema = recipes.build_ema(model, cfg["ema"])
-    use_bf16 = cfg["amp"] == "bf16" or (cfg["amp"] == "auto" and dev.type == "cuda")
-
-    def autocast():
-        return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16)
-
-    step_model = torch.compile(model) if cfg["compile"] else model
     es = cfg["early_stopping"]
     higher_better = es["monitor"] == "val_accuracy"
 
@@ -235,41 +301,11 @@ def train_run(
         f"{n_train} train / {len(val)} val images, {steps} steps of {batch_size} per epoch, "
         f"setup {time.perf_counter() - t_setup:.1f}s"
     )
-    limit = float(cfg["divergence_loss"])
-    check_every = 1 if dev.type == "cpu" else 50
     epoch = start_epoch
     for epoch in range(start_epoch + 1, cfg["epochs"] + 1):
         t0 = time.perf_counter()
-        model.train()
-        loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
-        correct = torch.zeros((), device=dev, dtype=torch.int64)
-        perm = torch.randperm(n_train, device=dev)
-        diverged = False
-        for step in range(steps):
-            idx = perm[step * batch_size:(step + 1) * batch_size]
-            x = to_unit(train.images[idx])
-            y = train.labels[idx]
-            x, target = aug(x, y)
-            x = normalize(x)
-            with autocast():
-                logits = step_model(x)
-                loss = loss_fn(logits, target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            schedule.after_batch()
-            loss_sum += loss.detach().double() * len(idx)
-            primary = target.argmax(1) if target.dim() == 2 else y  # mixed: the larger share
-            correct += (logits.detach().argmax(1) == primary).sum()
-            if (step + 1) % check_every == 0 or step == steps - 1:
-                last = float(loss.detach())
-                if not math.isfinite(last) or last > limit:
-                    diverged = True
-                    reason = f"training loss {last:.4g} at epoch {epoch}, step {step + 1}"
-                    break
-        if diverged:
+        loss_sum, correct, reason = loop.epoch(train, epoch)
+        if reason:
             status = "diverged"
             log(f"[{run['id']}] diverged: {reason}; recording the run as diverged")
             break

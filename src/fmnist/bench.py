@@ -1,0 +1,369 @@
+"""Benchmarks: fmnist's trainer against the reports' DataLoader loop, the speedrun recipe, and pipeline overhead.
+
+Every figure is a median over repetitions; the two loops of `throughput` alternate (a, b, a, b, ...)
+so that load from other processes on the machine hits both alike and their ratio stays meaningful.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fmnist.config import REPO_ROOT, ConfigError
+
+DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
+SPEEDRUN_CONFIG = REPO_ROOT / "config" / "speedrun.yaml"
+FULL_CONFIG = REPO_ROOT / "config" / "full.yaml"
+DEFAULT_DATA = Path("data/prepared/fashion_mnist.npz")
+
+
+def _check_data(path: Path | str) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"no prepared data at {path}: run `python -m fmnist download && python -m fmnist prepare` "
+            "(or `snakemake --cores 1 data/prepared/fashion_mnist.npz`), or pass --data"
+        )
+    return path
+
+
+def resolve_one(configfile: Path | str, model: str, augmentation: str, seed: int = 0,
+                train: dict | None = None) -> dict:
+    """The resolved run (model, augmentation, `default` setting, seed) of a config, with `train` overrides."""
+    from fmnist import config, experiments
+
+    cfg = config.load(configfile)
+    cfg["defaults"] = config.deep_merge(cfg.get("defaults", {}), train or {})
+    cfg["studies"] = {"bench": {"models": [model], "augmentations": [augmentation],
+                                "settings": ["default"], "seeds": [seed]}}
+    runs, _ = experiments.expand(cfg)
+    return next(iter(runs.values()))
+
+
+# --------------------------------------------------------------------------------------------
+# throughput: the reports' loop (a) against fmnist's trainer (b)
+# --------------------------------------------------------------------------------------------
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """An uint8 IDX file (the format torchvision's FashionMNIST reads) holding `array`."""
+    header = (0x0800 | array.ndim).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+def torchvision_root(arrays: dict, root: Path) -> Path:
+    """Lay the prepared train/test splits out as torchvision expects them: <root>/FashionMNIST/raw/."""
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    write_idx(raw / "train-images-idx3-ubyte", arrays["train_images"])
+    write_idx(raw / "train-labels-idx1-ubyte", arrays["train_labels"])
+    write_idx(raw / "t10k-images-idx3-ubyte", arrays["test_images"])
+    write_idx(raw / "t10k-labels-idx1-ubyte", arrays["test_labels"])
+    return root
+
+
+def reference_transform(run: dict):
+    """The reports' per-image PIL pipeline (report D's flip + affine for `flip_affine`)."""
+    from torchvision import transforms
+
+    norm = run["train"]["normalize"]
+    steps = []
+    aug = run["augmentation"]
+    if aug["kind"] == "flip_affine":
+        p = aug["params"]
+        steps += [transforms.RandomHorizontalFlip(p["flip_p"]),
+                  transforms.RandomAffine(p["degrees"], translate=(p["translate"], p["translate"]))]
+    elif aug["kind"] != "none":
+        raise ConfigError(
+            f"the reference loop implements augmentations none and flip_affine, not {aug['kind']!r}"
+        )
+    steps += [transforms.ToTensor(), transforms.Normalize((norm["mean"],), (norm["std"],))]
+    return transforms.Compose(steps)
+
+
+class ReferenceLoop:
+    """The loop as the reports wrote it: torchvision dataset, DataLoader workers, per-image PIL transforms,
+    `.item()` on the loss and the correct count every step."""
+
+    def __init__(self, run: dict, root: Path, device, workers: int):
+        import torch
+        from torchvision import datasets
+
+        from fmnist.models import build_model
+
+        cfg = run["train"]
+        self.device = device
+        self.dataset = datasets.FashionMNIST(str(root), train=True, download=False,
+                                             transform=reference_transform(run))
+        self.loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=int(cfg["batch_size"]), shuffle=True, num_workers=workers,
+        )
+        self.model = build_model(run["model"]["arch"], run["model"]["args"]).to(device)
+        opt = cfg["optimizer"]
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=opt["lr"])
+        self.criterion = torch.nn.CrossEntropyLoss()
+
+    def steps(self, n: int, warmup: int) -> float:
+        """Run `warmup` untimed steps (workers started, caches warm), then `n` timed ones; seconds."""
+        self.model.train()
+        it = iter(self.loader)
+        running_loss, correct, seen = 0.0, 0, 0
+        t0 = 0.0
+        for i in range(warmup + n):
+            if i == warmup:
+                t0 = time.perf_counter()
+            images, labels = next(it)
+            images, labels = images.to(self.device), labels.to(self.device)
+            self.optimizer.zero_grad()
+            outputs = self.model(images)
+            loss = self.criterion(outputs, labels)
+            loss.backward()
+            self.optimizer.step()
+            running_loss += loss.item() * images.size(0)
+            correct += (outputs.argmax(1) == labels).sum().item()
+            seen += images.size(0)
+        seconds = time.perf_counter() - t0
+        del it  # stops the workers outside the timed part
+        return seconds
+
+
+class FmnistLoop:
+    """fmnist's trainer (`train.StepLoop`) on the split held on the device."""
+
+    def __init__(self, run: dict, arrays: dict, device):
+        from fmnist import train
+
+        self.train = train.Batches(arrays["train_images"], arrays["train_labels"], device)
+        self.loop = train.StepLoop.build(run, 10, len(self.train), device)
+        self.device = device
+
+    def steps(self, n: int, warmup: int) -> float:
+        import torch
+
+        self.loop.epoch(self.train, 1, max_steps=warmup)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        _, _, reason = self.loop.epoch(self.train, 1, max_steps=n)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        if reason:
+            raise RuntimeError(f"the benchmark run diverged: {reason}")
+        return seconds
+
+
+def throughput(model: str = "standard_cnn", augmentation: str = "none", device: str = "auto",
+               data: Path | str = DEFAULT_DATA, configfile: Path | str = DEFAULT_CONFIG,
+               batch_size: int = 64, images: int = 6400, warmup: int = 10, repeats: int = 3,
+               threads: int = 2, workers: int = 2, channels_last: bool | None = None,
+               compile_model: bool | None = None, log=print) -> dict:
+    """Images/s of the reference loop and of fmnist's trainer on the same model, optimizer, batch and images."""
+    import torch
+
+    from fmnist import train
+    from fmnist.data import load_prepared
+
+    data = _check_data(data)
+    torch.set_num_threads(threads)
+    dev = train.select_device(device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    overrides = {"batch_size": batch_size, "optimizer": {"name": "adam", "lr": 1e-3}}
+    if channels_last is not None:
+        overrides["channels_last"] = channels_last
+    if compile_model is not None:
+        overrides["compile"] = compile_model
+    run = resolve_one(configfile, model, augmentation, train=overrides)
+    arrays, _ = load_prepared(data)
+    steps = max(1, images // batch_size)
+    if (steps + warmup) * batch_size > len(arrays["train_labels"]):
+        raise ConfigError(
+            f"{steps + warmup} steps of {batch_size} need more images than the {len(arrays['train_labels'])} "
+            "training images of the data file: lower --images or --warmup"
+        )
+    root = Path(tempfile.mkdtemp(prefix="fmnist-bench-"))
+    try:
+        torch.manual_seed(0)
+        ref = ReferenceLoop(run, torchvision_root(arrays, root), dev, workers)
+        torch.manual_seed(0)
+        fast = FmnistLoop(run, arrays, dev)
+        times: dict[str, list[float]] = {"reference": [], "fmnist": []}
+        for rep in range(repeats):
+            for name, loop in (("reference", ref), ("fmnist", fast)):
+                seconds = loop.steps(steps, warmup)
+                times[name].append(steps * batch_size / seconds)
+                log(f"[bench] repeat {rep + 1}/{repeats} {name:9s} {times[name][-1]:8.0f} images/s")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    ref_ips, fast_ips = statistics.median(times["reference"]), statistics.median(times["fmnist"])
+    cfg = run["train"]
+    return {
+        "model": model, "augmentation": augmentation, "device": str(dev),
+        "device_name": train.device_name(dev), "threads": threads, "workers": workers,
+        "batch_size": batch_size, "images": steps * batch_size, "repeats": repeats,
+        "channels_last": cfg["channels_last"], "compile": cfg["compile"],
+        "amp_bf16": fast.loop.use_bf16,
+        "reference_images_per_s": round(ref_ips, 1), "fmnist_images_per_s": round(fast_ips, 1),
+        "ratio": round(fast_ips / ref_ips, 2),
+        "samples": {k: [round(v, 1) for v in vs] for k, vs in times.items()},
+        "load_average": list(os.getloadavg()),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# speedrun: a fixed schedule on all 60,000 training images, test accuracy once at the end
+# --------------------------------------------------------------------------------------------
+
+def speedrun(data: Path | str = DEFAULT_DATA, configfile: Path | str = SPEEDRUN_CONFIG,
+             seeds: list[int] | None = None, epochs: int | None = None, device: str = "auto",
+             threads: int = 2, log=print) -> dict:
+    """Train the `speedrun` study's recipe once per seed on train + val; wall time and test accuracy."""
+    import torch
+
+    from fmnist import config, experiments, train
+    from fmnist.data import load_prepared
+
+    data = _check_data(data)
+    torch.set_num_threads(threads)
+    dev = train.select_device(device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    cfg = config.load(configfile)
+    if "speedrun" not in cfg["studies"]:
+        raise ConfigError(f"{configfile} has no `speedrun` study; see config/speedrun.yaml")
+    study = cfg["studies"]["speedrun"]
+    if seeds is not None:
+        study["seeds"] = list(seeds)
+    if epochs is not None:
+        cfg["defaults"]["epochs"] = int(epochs)
+    runs, _ = experiments.expand(cfg)
+    arrays, meta = load_prepared(data)
+    # The fixed schedule needs no validation split: it trains on all of train + val.
+    images = np.concatenate([arrays["train_images"], arrays["val_images"]])
+    labels = np.concatenate([arrays["train_labels"], arrays["val_labels"]])
+    results = []
+    for run in runs.values():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        torch.manual_seed(run["seed"])
+        tr = train.Batches(images, labels, dev)
+        test = train.Batches(arrays["test_images"], arrays["test_labels"], dev)
+        loop = train.StepLoop.build(run, len(meta["classes"]), len(tr), dev)
+        for epoch in range(1, run["train"]["epochs"] + 1):
+            loss_sum, correct, reason = loop.epoch(tr, epoch)
+            if reason:
+                raise RuntimeError(f"[{run['id']}] diverged: {reason}")
+            log(f"[speedrun] {run['id']} epoch {epoch}/{run['train']['epochs']} "
+                f"train_loss {float(loss_sum) / len(tr):.4f} {time.perf_counter() - t0:.1f}s")
+        final = loop.ema.module if loop.ema is not None else loop.model
+        test_loss, test_acc, _ = train.evaluate(final, test, loop.normalize,
+                                                run["train"]["eval_batch_size"], loop.autocast)
+        seconds = time.perf_counter() - t0
+        log(f"[speedrun] {run['id']} test accuracy {test_acc:.4f} in {seconds:.1f}s")
+        results.append({"seed": run["seed"], "seconds": round(seconds, 2),
+                        "test_accuracy": test_acc, "test_loss": test_loss})
+    return {
+        "model": next(iter(runs.values()))["model"]["name"], "device": str(dev),
+        "device_name": train.device_name(dev), "threads": threads,
+        "epochs": next(iter(runs.values()))["train"]["epochs"], "n_train": int(len(labels)),
+        "n_test": int(len(arrays["test_labels"])), "runs": results,
+        "mean_seconds": round(statistics.mean(r["seconds"] for r in results), 2),
+        "mean_test_accuracy": round(statistics.mean(r["test_accuracy"] for r in results), 4),
+        "load_average": list(os.getloadavg()),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# dag: Snakemake's planning time and the start-up cost of one training job
+# --------------------------------------------------------------------------------------------
+
+_STARTUP_CHILD = r"""
+import json, sys, time
+t = {"start": time.time()}
+import torch
+t["torch"] = time.time()
+from fmnist import data, train
+t["fmnist"] = time.time()
+run, path, threads = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+torch.set_num_threads(threads)
+torch.manual_seed(run["seed"])
+dev = train.select_device("cpu")
+arrays, meta = data.load_prepared(path)
+tr = train.Batches(arrays["train_images"], arrays["train_labels"], dev)
+val = train.Batches(arrays["val_images"], arrays["val_labels"], dev)
+t["data"] = time.time()
+loop = train.StepLoop.build(run, len(meta["classes"]), len(tr), dev)
+t["build"] = time.time()
+loop.epoch(tr, 1, max_steps=1)
+t["step"] = time.time()
+print(json.dumps(t))
+"""
+
+
+def startup_cost(run: dict, data: Path | str, threads: int = 2, repeats: int = 3) -> dict:
+    """Seconds from spawning a training process to its first finished step, by phase (medians)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(REPO_ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    phases: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        t_spawn = time.time()
+        proc = subprocess.run([sys.executable, "-c", _STARTUP_CHILD, json.dumps(run), str(data), str(threads)],
+                              capture_output=True, text=True, env=env, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"start-up probe failed:\n{proc.stderr[-3000:]}")
+        t = json.loads(proc.stdout.strip().splitlines()[-1])
+        marks = [("interpreter", t_spawn, t["start"]), ("import torch", t["start"], t["torch"]),
+                 ("import fmnist", t["torch"], t["fmnist"]),
+                 ("data load", t["fmnist"], t["data"]), ("model + optimizer (imports torch._dynamo)", t["data"], t["build"]),
+                 ("first step", t["build"], t["step"]), ("total", t_spawn, t["step"])]
+        for name, a, b in marks:
+            phases.setdefault(name, []).append(b - a)
+    return {k: round(statistics.median(v), 3) for k, v in phases.items()}
+
+
+def dag(configfile: Path | str = FULL_CONFIG, default_config: Path | str = DEFAULT_CONFIG,
+        data: Path | str = DEFAULT_DATA, repeats: int = 3, threads: int = 2,
+        workdir: Path | str = REPO_ROOT, log=print) -> dict:
+    """Time `snakemake -n` on `configfile` (run in `workdir`, a checkout of the workflow) and the
+    per-job start-up of the default study's first run."""
+    from fmnist import config, experiments
+
+    snakemake = shutil.which("snakemake") or str(Path(sys.executable).with_name("snakemake"))
+    cmd = [snakemake, "-n", "--cores", "1", "--configfile", str(configfile)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(REPO_ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    seconds, jobs = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env, check=False)
+        seconds.append(time.perf_counter() - t0)
+        if proc.returncode != 0:
+            raise RuntimeError(f"`{' '.join(cmd)}` failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+        for line in (proc.stdout + proc.stderr).splitlines():
+            parts = line.split()
+            if parts[:1] == ["total"] and len(parts) == 2 and parts[1].isdigit():
+                jobs = int(parts[1])
+        log(f"[bench] snakemake -n: {seconds[-1]:.2f}s")
+    runs, _ = experiments.expand(config.load(default_config))
+    first = next(iter(runs.values()))
+    startup = startup_cost(first, _check_data(data), threads=threads, repeats=repeats)
+    return {
+        "snakemake_dry_run_seconds": round(statistics.median(seconds), 3),
+        "snakemake_samples": [round(s, 3) for s in seconds],
+        "configfile": str(configfile), "planned_jobs": jobs,
+        "training_runs": len(experiments.expand(config.load(Path(workdir) / configfile))[0]),
+        "startup_run": first["id"], "startup_seconds": startup,
+        "load_average": list(os.getloadavg()),
+    }
