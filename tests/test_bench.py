@@ -14,7 +14,10 @@ from fmnist.models import build_model
 
 
 def resolved(model="standard_cnn", augmentation="none", **train_overrides) -> dict:
-    return bench.resolve_one(bench.DEFAULT_CONFIG, model, augmentation, seed=0, train=train_overrides)
+    # the plain loop below is Adam 1e-3, batch 64, no schedule: pin that whatever config.yaml's defaults are
+    recipe = {"batch_size": 64, "optimizer": {"name": "adam", "lr": 1e-3}, "scheduler": {"name": "none"},
+              **train_overrides}
+    return bench.resolve_one(bench.DEFAULT_CONFIG, model, augmentation, seed=0, train=recipe)
 
 
 def plain_model_and_optimizer(run):
