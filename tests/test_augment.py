@@ -190,3 +190,17 @@ def test_bad_parameters_name_the_problem():
         augment.resolve("randaugment", {"magnitude": 40})
     with pytest.raises(ValueError, match="value='noise' must be a pixel value"):
         augment.resolve("random_erasing", {"value": "noise"})
+
+
+def test_gallery_draws_one_row_per_augmentation(prepared_small, tmp_path):
+    import matplotlib.image as mpimg
+
+    from fmnist.gallery import gallery
+
+    two = gallery(prepared_small, tmp_path / "two.png", kinds=["flip", "cutmix"], n=4)
+    every = gallery(prepared_small, tmp_path / "all.png",
+                    kinds={"mix_strong": {"kind": "mixup", "alpha": 1.0}, **{k: {"kind": k} for k in augment.KINDS}})
+    h_two, h_all = mpimg.imread(two).shape[0], mpimg.imread(every).shape[0]
+    assert h_all > 2 * h_two  # 10 rows against 3
+    with pytest.raises(augment.UnknownAugmentationError, match="unknown augmentation kind 'flop'"):
+        gallery(prepared_small, tmp_path / "bad.png", kinds=["flop"])
