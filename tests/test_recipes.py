@@ -232,3 +232,33 @@ def test_same_run_twice_gives_identical_metrics(prepared_small, tmp_path):
                                augmentations={"ra_cm": {"kind": "randaugment", "num_ops": 2}}),
                       prepared_small, tmp_path / "c")
     assert c["test_loss"] != a["test_loss"]  # another seed is another run
+
+
+@pytest.mark.slow
+def test_every_augmentation_and_recipe_runs_through_the_workflow(tmp_path):
+    """A real Snakemake run: every augmentation kind and a setting with every recipe option, one epoch each."""
+    from conftest import make_workflow, snakemake, tiny_config
+
+    cfg = tiny_config(
+        defaults={"epochs": 1, "train_fraction": 0.2},
+        augmentations={"ra_light": {"kind": "randaugment", "num_ops": 1, "magnitude": 5}},
+        settings={"all_options": {"epochs": 2, "batch_size": 32, "dropout": 0.1, "train_fraction": 0.3,
+                                  "optimizer": {"name": "sgd", "lr": 0.02, "momentum": 0.9, "nesterov": True},
+                                  "scheduler": {"name": "warmup_cosine", "warmup_epochs": 1},
+                                  "loss": {"name": "cross_entropy", "label_smoothing": 0.1},
+                                  "ema": {"enabled": True, "decay": 0.9},
+                                  "early_stopping": {"monitor": "val_accuracy", "patience": 1, "min_delta": 0.001}}},
+        studies={"tiny": {"models": ["standard_cnn"], "augmentations": [*augment.KINDS, "ra_light"],
+                          "seeds": [0]},
+                 "options": {"models": ["standard_cnn"], "augmentations": ["cutmix_mixup"],
+                             "settings": ["all_options"], "seeds": [0]}},
+    )
+    root = make_workflow(tmp_path / "wf", cfg)
+    snakemake(root, "--forceall", "all")
+    runs = pd.read_csv(root / "results" / "runs.csv")
+    expected = {f"standard_cnn.{a}.default.s0" for a in [*augment.KINDS, "ra_light"]}
+    expected.add("standard_cnn.cutmix_mixup.all_options.s0")
+    assert set(runs["run_id"]) == expected
+    assert runs["status"].isin(["ok", "not_learned"]).all()
+    m = json.loads((root / "results" / "runs" / "standard_cnn.cutmix_mixup.all_options.s0" / "metrics.json").read_text())
+    assert m["evaluated_with_ema"] and m["config"]["model"]["args"]["dropout"] == 0.1
