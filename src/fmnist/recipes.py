@@ -100,6 +100,9 @@ def build_schedule(opt: torch.optim.Optimizer, cfg: dict[str, Any], epochs: int,
     if name == "onecycle":
         max_lrs = [g["lr"] * cfg["max_lr_factor"] for g in opt.param_groups]
         return Schedule(lr_scheduler.OneCycleLR(opt, max_lr=max_lrs, total_steps=total), "batch")
+    if name == "warmup":  # linear warm-up over warmup_epochs, then the constant base lr
+        warm = max(1, int(round(cfg["warmup_epochs"] * steps_per_epoch)))
+        return Schedule(lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm)), "batch")
     if name == "warmup_cosine":
         warm = max(1, int(round(cfg["warmup_epochs"] * steps_per_epoch)))
         floor = cfg.get("min_lr", 0.0)
@@ -114,7 +117,9 @@ def build_schedule(opt: torch.optim.Optimizer, cfg: dict[str, Any], epochs: int,
 
         lambdas = [lambda s, b=b: factor(s, b) for b in base]
         return Schedule(lr_scheduler.LambdaLR(opt, lambdas), "batch")
-    raise ValueError(f"unknown scheduler {name!r}")
+    raise ValueError(
+        f"unknown scheduler {name!r}; known: none, step, cosine, onecycle, plateau, warmup, warmup_cosine"
+    )
 
 
 def build_ema(model: nn.Module, cfg: dict[str, Any]) -> AveragedModel | None:

@@ -391,6 +391,8 @@ def train_run(
         "recall_macro": summary["recall_macro"],
         "f1_macro": summary["f1_macro"],
         "per_class_accuracy": summary["per_class_accuracy"],
+        "confusion_matrix": {"classes": classes, "counts": cm.astype(int).tolist(),
+                             "note": "counts[i][j]: test images of true class i predicted as class j"},
         "best_epoch": best["epoch"],
         "best_val_loss": _num(min((h["val_loss"] for h in history), default=float("nan"))),
         "best_val_accuracy": _num(max((h["val_accuracy"] for h in history), default=float("nan"))),
@@ -401,6 +403,8 @@ def train_run(
         "train_seconds": round(elapsed, 3),
         "images_per_second": round(images_seen / elapsed, 1) if elapsed > 0 else None,
         "peak_memory_mb": round(peak_memory_mb(dev), 1),
+        "train_accuracy": _num(history[-1]["train_accuracy"]) if history else None,
+        "train_accuracy_vs_primary_label": bool(aug.mixes_labels),
         "train_accuracy_note": (
             "train accuracy counts a mixed image as correct when the prediction is its primary label (the larger share of its target)"
             if aug.mixes_labels else ""

@@ -10,17 +10,42 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+RANDAUGMENT_OPS = [
+    "identity", "rotate", "shear_x", "shear_y", "translate_x", "translate_y",
+    "brightness", "contrast", "sharpness", "posterize", "solarize", "autocontrast", "equalize",
+]
+
 KINDS: dict[str, dict[str, Any]] = {
     "none": {},
+    "flip": {"p": 0.5},
     "flip_affine": {"flip_p": 0.5, "degrees": 10.0, "translate": 0.1},
+    "cutmix": {"alpha": 1.0},
     "mixup": {"alpha": 0.2},
+    "cutmix_mixup": {"cutmix_alpha": 1.0, "mixup_alpha": 0.2, "switch_prob": 0.5},
+    "randaugment": {"num_ops": 2, "magnitude": 9, "num_magnitude_bins": 31, "ops": RANDAUGMENT_OPS},
+    "random_erasing": {"p": 0.5, "scale": [0.02, 0.33], "ratio": [0.3, 3.3], "value": 0.0},
 }
 """kind -> default parameters (their keys are the parameters a config may set)."""
 
 DESCRIPTIONS: dict[str, str] = {
     "none": "no augmentation",
+    "flip": "horizontal flip with probability p, per image (exact mirror)",
     "flip_affine": "report D: horizontal flip p=0.5, rotation +-10 degrees, translation +-10% (per image)",
+    "cutmix": "CutMix: a box of the partner image pasted in, box and l ~ Beta(alpha, alpha) per image, "
+              "target weight = pasted area fraction",
     "mixup": "MixUp: x = l*x_i + (1-l)*x_j, soft targets likewise, l ~ Beta(alpha, alpha) per image",
+    "cutmix_mixup": "report C: per batch CutMix(cutmix_alpha) with probability switch_prob, else "
+                    "MixUp(mixup_alpha) (timm's Mixup, per-batch switch)",
+    "randaugment": "RandAugment: num_ops ops of magnitude M (of num_magnitude_bins), op and sign drawn per image",
+    "random_erasing": "random erasing: with probability p a rectangle per image (area fraction in scale, "
+                      "aspect in ratio) set to value (0 = background, or 'random' noise)",
+}
+
+# Allowed ranges of numeric parameters: (low, high), inclusive; checked when a config is resolved.
+_RANGES: dict[str, tuple[float, float]] = {
+    "p": (0.0, 1.0), "flip_p": (0.0, 1.0), "switch_prob": (0.0, 1.0), "degrees": (0.0, 180.0),
+    "translate": (0.0, 1.0), "alpha": (1e-6, 1e6), "cutmix_alpha": (1e-6, 1e6), "mixup_alpha": (1e-6, 1e6),
+    "num_ops": (0, 20), "magnitude": (0, 1e6), "num_magnitude_bins": (2, 1e6),
 }
 
 
@@ -49,7 +74,35 @@ def resolve(kind: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
             f"augmentation kind {kind!r} takes no parameter {', '.join(map(repr, unknown))}; "
             f"its parameters: {allowed}"
         )
-    return {**KINDS[kind], **params}
+    full = {**KINDS[kind], **params}
+    _check(kind, full)
+    return full
+
+
+def _check(kind: str, params: dict[str, Any]) -> None:
+    """Raise ValueError naming a parameter whose value is out of range, with the allowed range."""
+    for key, value in params.items():
+        if key in _RANGES:
+            low, high = _RANGES[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+                raise ValueError(f"augmentation kind {kind!r}: {key}={value!r} must be a number in [{low:g}, {high:g}]")
+    if kind == "randaugment":
+        if params["magnitude"] > params["num_magnitude_bins"] - 1:
+            raise ValueError(
+                f"randaugment: magnitude {params['magnitude']} exceeds num_magnitude_bins - 1 = "
+                f"{params['num_magnitude_bins'] - 1}; lower magnitude or raise num_magnitude_bins"
+            )
+        unknown = sorted(set(params["ops"]) - set(RANDAUGMENT_OPS))
+        if unknown or not params["ops"]:
+            raise ValueError(f"randaugment: ops {unknown or '[]'} not known; choose from {', '.join(RANDAUGMENT_OPS)}")
+    if kind == "random_erasing":
+        for key, low, high in (("scale", 0.0, 1.0), ("ratio", 1e-3, 1e3)):
+            v = params[key]
+            if not (isinstance(v, list | tuple) and len(v) == 2 and low < v[0] <= v[1] <= high):
+                raise ValueError(f"random_erasing: {key}={v!r} must be [min, max] with {low:g} < min <= max <= {high:g}")
+        value = params["value"]
+        if value != "random" and not (isinstance(value, int | float) and 0 <= value <= 1):
+            raise ValueError(f"random_erasing: value={value!r} must be a pixel value in [0, 1] or 'random'")
 
 
 def build_augmentation(kind: str, params: dict[str, Any] | None = None, num_classes: int = 10):

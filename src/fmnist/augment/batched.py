@@ -9,10 +9,13 @@ Partners for mixing are the batch rolled by one, so the batch must already be sh
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from fmnist.augment import RANDAUGMENT_OPS  # the op names, shared with the torch-free registry
 
 
 class Augmentation:
@@ -42,10 +45,12 @@ def affine(
     flip: torch.Tensor,
     scale: torch.Tensor | None = None,
     shear_deg: torch.Tensor | None = None,
+    shear_y_deg: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Warp each image by its own flip -> rotate/scale/shear -> translate, filling with 0.
+    """Warp each image by its own flip -> rotate/scale/shear -> translate about the centre, filling with 0.
 
-    angle_deg, flip (bool) and scale: (N,); translate: (N, 2) as fractions of width/height.
+    angle_deg, flip (bool), scale, shear_deg (along x) and shear_y_deg (along y): (N,);
+    translate: (N, 2) as fractions of width/height.
     Matches torchvision's RandomHorizontalFlip followed by RandomAffine up to the sampling of
     translations (continuous here, whole pixels there) and bilinear interpolation.
     """
@@ -61,6 +66,13 @@ def affine(
         shear_inv[:, 0, 0] = 1
         shear_inv[:, 1, 1] = 1
         shear_inv[:, 0, 1] = -sh
+        inv = shear_inv @ inv
+    if shear_y_deg is not None:
+        sh = torch.tan(torch.deg2rad(shear_y_deg.to(dtype)))
+        shear_inv = torch.zeros(n, 2, 2, device=x.device, dtype=dtype)
+        shear_inv[:, 0, 0] = 1
+        shear_inv[:, 1, 1] = 1
+        shear_inv[:, 1, 0] = -sh
         inv = shear_inv @ inv
     if scale is not None:
         inv = inv / scale.to(dtype).view(n, 1, 1)
@@ -96,26 +108,250 @@ def beta(alpha: float, n: int, device) -> torch.Tensor:
     return g[0] / (g[0] + g[1]).clamp_min(torch.finfo(g.dtype).tiny)
 
 
+class Flip(Augmentation):
+    """Horizontal flip of each image with probability p: an exact mirror, no interpolation."""
+
+    def __call__(self, x, y):
+        flip = torch.rand(x.shape[0], device=x.device) < self.params["p"]
+        return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x), y
+
+
+def boxes_mask(top: torch.Tensor, left: torch.Tensor, bottom: torch.Tensor, right: torch.Tensor,
+               height: int, width: int) -> torch.Tensor:
+    """(N, 1, H, W) bool mask of each image's rectangle [top, bottom) x [left, right) (integer (N,) bounds)."""
+    rows = torch.arange(height, device=top.device)
+    cols = torch.arange(width, device=top.device)
+    in_rows = (rows >= top[:, None]) & (rows < bottom[:, None])  # (N, H)
+    in_cols = (cols >= left[:, None]) & (cols < right[:, None])  # (N, W)
+    return (in_rows[:, :, None] & in_cols[:, None, :]).unsqueeze(1)
+
+
+def mix_targets(y: torch.Tensor, y2: torch.Tensor, lam: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """lam * one_hot(y) + (1 - lam) * one_hot(y2), row by row: (N, num_classes), rows sum to 1."""
+    lam = lam.view(-1, 1).float()
+    return lam * one_hot(y, num_classes) + (1 - lam) * one_hot(y2, num_classes)
+
+
+def mixup(x, y, alpha: float, num_classes: int):
+    """MixUp with one lambda ~ Beta(alpha, alpha) per image; partner = the batch rolled by one."""
+    n = x.shape[0]
+    lam = beta(alpha, n, x.device)
+    x2, y2 = x.roll(1, 0), y.roll(1, 0)
+    lam_x = lam.view(n, *([1] * (x.dim() - 1))).to(x.dtype)
+    return lam_x * x + (1 - lam_x) * x2, mix_targets(y, y2, lam, num_classes)
+
+
+def cutmix(x, y, alpha: float, num_classes: int):
+    """CutMix: each image gets its own box of its partner (the batch rolled by one) pasted in.
+
+    As torchvision's v2.CutMix but per image: lambda ~ Beta(alpha, alpha), a box of side
+    sqrt(1 - lambda) of the image centred on a uniform pixel, clipped at the border; the target
+    weight of the partner is the pasted area fraction after clipping. Returns (x, target, mask).
+    """
+    n, _, h, w = x.shape
+    lam = beta(alpha, n, x.device)
+    cut = torch.sqrt(1.0 - lam)
+    half_h = (0.5 * h * cut).floor().long()
+    half_w = (0.5 * w * cut).floor().long()
+    cy = torch.randint(0, h, (n,), device=x.device)
+    cx = torch.randint(0, w, (n,), device=x.device)
+    top, bottom = (cy - half_h).clamp(min=0), (cy + half_h).clamp(max=h)
+    left, right = (cx - half_w).clamp(min=0), (cx + half_w).clamp(max=w)
+    mask = boxes_mask(top, left, bottom, right, h, w)
+    pasted = ((bottom - top) * (right - left)).float() / (h * w)
+    x2, y2 = x.roll(1, 0), y.roll(1, 0)
+    return torch.where(mask, x2, x), mix_targets(y, y2, 1.0 - pasted, num_classes), mask
+
+
 class MixUp(Augmentation):
     """MixUp (Zhang et al. 2018) with one lambda ~ Beta(alpha, alpha) per image; partner = batch rolled by one."""
 
     mixes_labels = True
 
     def __call__(self, x, y):
+        return mixup(x, y, self.params["alpha"], self.num_classes)
+
+
+class CutMix(Augmentation):
+    """CutMix (Yun et al. 2019) with a box per image; target weight = pasted area fraction."""
+
+    mixes_labels = True
+
+    def __call__(self, x, y):
+        out, target, _ = cutmix(x, y, self.params["alpha"], self.num_classes)
+        return out, target
+
+
+class CutMixMixUp(Augmentation):
+    """Report C: per batch, CutMix(cutmix_alpha) with probability switch_prob, else MixUp(mixup_alpha).
+
+    The switch is per batch as in timm's Mixup (mode 'batch', prob 1.0) and torchvision's
+    RandomChoice([CutMix, MixUp]); lambdas and boxes are per image. Both candidates are computed
+    and one is selected on the device, so the choice never waits for the host.
+    """
+
+    mixes_labels = True
+
+    def __call__(self, x, y):
+        p = self.params
+        xc, tc, _ = cutmix(x, y, p["cutmix_alpha"], self.num_classes)
+        xm, tm = mixup(x, y, p["mixup_alpha"], self.num_classes)
+        use_cutmix = torch.rand((), device=x.device) < p["switch_prob"]
+        return torch.where(use_cutmix, xc, xm), torch.where(use_cutmix, tc, tm)
+
+
+class RandomErasing(Augmentation):
+    """Random erasing (Zhong et al. 2020), as torchvision's RandomErasing but a rectangle per image.
+
+    With probability p an image gets a rectangle of area fraction ~ U(scale) and aspect ratio
+    log-uniform in `ratio` (clipped to the image instead of re-drawn) set to `value`: a pixel value
+    in [0, 1] (0 is the background) or "random" for uniform noise per pixel.
+    """
+
+    def __call__(self, x, y):
+        p = self.params
+        n, _, h, w = x.shape
+        dev = x.device
+        area = uniform(n, *p["scale"], dev) * (h * w)
+        log_r = uniform(n, math.log(p["ratio"][0]), math.log(p["ratio"][1]), dev)
+        r = torch.exp(log_r)
+        eh = torch.sqrt(area * r).round().long().clamp(1, h)
+        ew = torch.sqrt(area / r).round().long().clamp(1, w)
+        top = (torch.rand(n, device=dev) * (h - eh + 1)).floor().long()
+        left = (torch.rand(n, device=dev) * (w - ew + 1)).floor().long()
+        apply = torch.rand(n, device=dev) < p["p"]
+        mask = boxes_mask(top, left, top + eh, left + ew, h, w) & apply.view(n, 1, 1, 1)
+        if p["value"] == "random":
+            fill = torch.rand_like(x)
+        else:
+            fill = torch.full_like(x, float(p["value"]))
+        return torch.where(mask, fill, x), y
+
+
+GEOMETRIC_OPS = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
+
+
+class RandAugment(Augmentation):
+    """RandAugment (Cubuk et al. 2020): num_ops operations in a row, each image drawing its own.
+
+    Magnitudes follow torchvision's RandAugment: at magnitude M of num_magnitude_bins bins
+    (f = M / (bins - 1)) rotation 30f degrees, shear tan = 0.3f, translation 150/331 f of the size,
+    brightness/contrast/sharpness factor 1 +- 0.9f, posterize to 8 - round(4f) bits, solarize above
+    1 - f; signed ops take a random sign per image. Geometric ops turn about the image centre (torchvision
+    shears about the top-left corner) with bilinear sampling, filling with 0. Every image draws its op
+    (and sign) per round. On the CPU each op runs on the images that drew it; on an accelerator every
+    op runs on the whole batch and each image keeps its own, so nothing waits for the host. Both
+    give the same images.
+    """
+
+    def __init__(self, num_classes: int = 10, **params):
+        super().__init__(num_classes, **params)
+        ops = list(params["ops"])
+        unknown = sorted(set(ops) - set(RANDAUGMENT_OPS))
+        if unknown or not ops:
+            raise ValueError(
+                f"randaugment: unknown ops {unknown} (or none given); choose from {', '.join(RANDAUGMENT_OPS)}"
+            )
+        self.ops = ops
+        f = params["magnitude"] / max(1, params["num_magnitude_bins"] - 1)
+        self.rotate_deg = 30.0 * f
+        self.shear_deg = math.degrees(math.atan(0.3 * f))
+        self.translate = 150.0 / 331.0 * f
+        self.enhance = 0.9 * f
+        self.bits = int(8 - round(params["magnitude"] / ((params["num_magnitude_bins"] - 1) / 4)))
+        self.threshold = 1.0 - f
+
+    def apply_op(self, name: str, x: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
+        """Operation `name` on every image of x, signed ops with each image's sign (N,) of +-1."""
+        from torchvision.transforms.v2 import functional as TF
+
         n = x.shape[0]
-        lam = beta(self.params["alpha"], n, x.device)
-        x2, y2 = x.roll(1, 0), y.roll(1, 0)
-        lam_x = lam.view(n, *([1] * (x.dim() - 1))).to(x.dtype)
-        mixed = lam_x * x + (1 - lam_x) * x2
-        lam_t = lam.view(n, 1)
-        target = lam_t * one_hot(y, self.num_classes) + (1 - lam_t) * one_hot(y2, self.num_classes)
-        return mixed, target
+        zero = torch.zeros(n, device=x.device)
+        no_flip = torch.zeros(n, dtype=torch.bool, device=x.device)
+        no_shift = torch.zeros(n, 2, device=x.device)
+        factor = (1.0 + sign * self.enhance).view(n, 1, 1, 1).to(x.dtype)
+        if name == "identity":
+            return x
+        if name == "rotate":
+            return affine(x, sign * self.rotate_deg, no_shift, no_flip)
+        if name == "shear_x":
+            return affine(x, zero, no_shift, no_flip, shear_deg=sign * self.shear_deg)
+        if name == "shear_y":
+            return affine(x, zero, no_shift, no_flip, shear_y_deg=sign * self.shear_deg)
+        if name == "translate_x":
+            return affine(x, zero, torch.stack([sign * self.translate, zero], -1), no_flip)
+        if name == "translate_y":
+            return affine(x, zero, torch.stack([zero, sign * self.translate], -1), no_flip)
+        # PIL's ImageEnhance: blend the image with a degenerate version (black, its mean, its blur).
+        if name == "brightness":
+            return (factor * x).clamp(0, 1)
+        if name == "contrast":
+            return (factor * x + (1 - factor) * TF.adjust_contrast(x, 0.0)).clamp(0, 1)
+        if name == "sharpness":
+            return (factor * x + (1 - factor) * TF.adjust_sharpness(x, 0.0)).clamp(0, 1)
+        if name == "posterize":
+            return TF.posterize(x, self.bits)
+        if name == "solarize":
+            return TF.solarize(x, self.threshold)
+        if name == "autocontrast":
+            return TF.autocontrast(x)
+        if name == "equalize":
+            return TF.equalize(x)
+        raise ValueError(f"randaugment: unknown op {name!r}")
+
+    def _round(self, x: torch.Tensor, grouped: bool) -> torch.Tensor:
+        n, dev = x.shape[0], x.device
+        op = torch.randint(0, len(self.ops), (n,), device=dev)  # index into self.ops, per image
+        sign = torch.where(torch.rand(n, device=dev) < 0.5, -1.0, 1.0)
+        out = x.clone()
+        chosen = {name: op == i for i, name in enumerate(self.ops)}
+        geometric = [g for g in GEOMETRIC_OPS if g in chosen]
+        if geometric:
+            # All geometric ops are one warp with per-image parameters (zero where not drawn).
+            def part(name: str, value: float) -> torch.Tensor:
+                picked = chosen.get(name, torch.zeros_like(sign, dtype=torch.bool))
+                return torch.where(picked, sign * value, torch.zeros_like(sign))
+
+            angle = part("rotate", self.rotate_deg)
+            shear_x, shear_y = part("shear_x", self.shear_deg), part("shear_y", self.shear_deg)
+            shift = torch.stack([part("translate_x", self.translate), part("translate_y", self.translate)], -1)
+            warp = torch.stack([chosen[g] for g in geometric]).any(0)
+            no_flip = torch.zeros_like(warp)
+            if grouped:
+                idx = warp.nonzero().squeeze(1)
+                if len(idx):
+                    out[idx] = affine(x[idx], angle[idx], shift[idx], no_flip[idx],
+                                      shear_deg=shear_x[idx], shear_y_deg=shear_y[idx])
+            else:
+                warped = affine(x, angle, shift, no_flip, shear_deg=shear_x, shear_y_deg=shear_y)
+                out = torch.where(warp.view(n, 1, 1, 1), warped, out)
+        for name, picked in chosen.items():
+            if name == "identity" or name in GEOMETRIC_OPS:
+                continue
+            if grouped:  # CPU: work only on the images that drew this op
+                idx = picked.nonzero().squeeze(1)
+                if len(idx):
+                    out[idx] = self.apply_op(name, x[idx], sign[idx])
+            else:  # accelerator: every op on the whole batch, each image keeps its own (no host sync)
+                out = torch.where(picked.view(n, 1, 1, 1), self.apply_op(name, x, sign), out)
+        return out
+
+    def __call__(self, x, y, grouped: bool | None = None):
+        grouped = x.device.type == "cpu" if grouped is None else grouped
+        for _ in range(self.params["num_ops"]):
+            x = self._round(x, grouped)
+        return x, y
 
 
 REGISTRY: dict[str, type[Augmentation]] = {
     "none": Augmentation,
+    "flip": Flip,
     "flip_affine": FlipAffine,
+    "cutmix": CutMix,
     "mixup": MixUp,
+    "cutmix_mixup": CutMixMixUp,
+    "randaugment": RandAugment,
+    "random_erasing": RandomErasing,
 }
 
 
@@ -123,4 +359,7 @@ def build(kind: str, params: dict[str, Any], num_classes: int = 10) -> Augmentat
     return REGISTRY[kind](num_classes=num_classes, **params)
 
 
-__all__ = ["Augmentation", "FlipAffine", "MixUp", "affine", "beta", "build"]
+__all__ = [
+    "Augmentation", "CutMix", "CutMixMixUp", "Flip", "FlipAffine", "MixUp", "RandAugment", "RandomErasing",
+    "affine", "beta", "build", "cutmix", "mixup",
+]
