@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-
 from conftest import REPO, make_workflow, snakemake, tiny_config
+
 from fmnist import models
 from fmnist.models import measure
 
