@@ -217,7 +217,7 @@ def test_one_model_per_family_trains_through_the_workflow(tmp_path):
                                      "shufflenet_scratch", "vit_simple"]}},
     )
     root = make_workflow(tmp_path / "wf", cfg)
-    snakemake(root, "results/runs.csv")
+    snakemake(root, "--printshellcmds", "results/runs.csv")  # a flag ends --configfile's list
     for model in cfg["studies"]["tiny"]["models"]:
         metrics = json.loads((root / "results/runs" / f"{model}.none.default.s0" / "metrics.json").read_text())
         assert metrics["epochs_run"] == 1 and metrics["n_train"] == 270, model
