@@ -80,14 +80,57 @@ def cmd_prepare(args) -> int:
 def cmd_models(args) -> int:
     from fmnist import models
 
-    if args.list or not args.json:
-        for name in models.known_models():
+    names = models.known_models()
+    if args.models:
+        names = [n.strip() for n in args.models.split(",") if n.strip()]
+        for n in names:
+            try:
+                models.get_preset(n)
+            except KeyError as exc:
+                raise ConfigError(str(exc)) from None
+    if args.list:
+        for name in names:
             p = models.PRESETS[name]
             print(f"{name:24s} report {p.source}  {p.summary}")
         return 0
-    json.dump({n: {"source": p.source, "summary": p.summary, "args": p.args}
-               for n, p in models.PRESETS.items()}, sys.stdout, indent=2)
-    print()
+
+    import torch
+
+    from fmnist.models import measure
+    from fmnist.train import device_name, select_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = select_device(args.device)
+    rows = []
+    if not args.json:
+        print(f"# device: {device_name(device)}; training burst: batch {args.batch_size}, "
+              f"{args.seconds:g} s per model", flush=True)
+        print(f"{'model':22s} {'family':10s} {'report':6s} {'params':>12s} {'MACs/image':>14s} {'train img/s':>12s}",
+              flush=True)
+    for name in names:
+        p = models.PRESETS[name]
+        # Transfer presets are measured untrained (same shapes as with ImageNet weights, no file needed).
+        build_args = {"pretrained": False} if name in models.TRANSFER_WEIGHTS else {}
+        torch.manual_seed(0)
+        model = models.build_model(name, build_args)
+        params, trainable = measure.count_params(model)
+        macs = measure.count_macs(model)
+        speed = None
+        if args.seconds > 0:
+            speed, _ = measure.train_images_per_second(model, device, args.batch_size, args.seconds)
+        row = {"model": name, "family": p.module, "source": p.source, "summary": p.summary,
+               "params": params, "trainable_params": trainable, "macs_per_image": macs,
+               "train_images_per_second": None if speed is None else round(speed, 1),
+               "batch_size": args.batch_size, "device": device_name(device), "args": p.args}
+        rows.append(row)
+        if not args.json:
+            img_s = "-" if speed is None else f"{speed:,.0f}"
+            print(f"{name:22s} {p.module:10s} {p.source:6s} {params:>12,d} {macs:>14,d} {img_s:>12s}", flush=True)
+        del model
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        print()
     return 0
 
 
@@ -174,9 +217,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out")
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("models", help="the model presets")
-    p.add_argument("--list", action="store_true", help="names, sources and summaries only")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("models", help="the model presets: parameters, MACs per image, training images/s")
+    p.add_argument("--list", action="store_true", help="names, sources and summaries only (no measuring)")
+    p.add_argument("--json", action="store_true", help="one JSON object per preset")
+    p.add_argument("--models", help="comma-separated preset names (default: all)")
+    p.add_argument("--seconds", type=float, default=3.0,
+                   help="length of the timed training burst per model; 0 skips it (default 3)")
+    p.add_argument("--batch-size", type=int, default=64, help="batch of the training burst (default 64)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.set_defaults(func=cmd_models)
 
     bench = sub.add_parser("bench", help="benchmarks: throughput, speedrun, dag").add_subparsers(

@@ -104,6 +104,10 @@ def resolve_run(config: dict, model: str, augmentation: str, setting: str, seed:
                 f"run {rid}: setting {setting!r} overrides dropout, but model {model!r} has no dropout"
             )
         model_block["args"]["dropout"] = train["dropout"]
+    if "input_mean" in model_block["args"]:
+        # Models that re-normalise their input (transfer learning) must undo the trainer's normalisation.
+        model_block["args"]["input_mean"] = train["normalize"]["mean"]
+        model_block["args"]["input_std"] = train["normalize"]["std"]
     return {
         "id": rid,
         "model": model_block,

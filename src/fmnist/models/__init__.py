@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -27,10 +29,45 @@ class Preset:
     """Training overrides the report used with this model (applied before augmentation and setting)."""
 
 
+_STANDARD = {"channels": [32, 64], "hidden": 128, "dilation": 1, "dropout": 0.0}
+_TRANSFER = {
+    "pretrained": True, "weights_path": None, "trainable": "all", "resize": "plain",
+    "image_size": 224, "input_mean": 0.2860, "input_std": 0.3530,
+}
+_TRANSFER_TRAIN = {"eval_batch_size": 200}  # 224x224 activations: keep evaluation memory modest
+_VIT_E = {"patch_size": 7, "hidden_size": 64, "num_layers": 4, "num_heads": 4, "mlp_dim": 128, "dropout": 0.0}
+_VGG8 = [64, "M", 128, "M", 256, 256, 512]
+_VGG = {"layers": _VGG8, "width": 1.0, "separable": [], "batch_norm": False, "hidden": 512, "dropout": 0.5}
+
 PRESETS: dict[str, Preset] = {
+    # --- plain CNNs (cnn.py) ---
+    "simple_cnn": Preset(
+        "cnn", "SimpleCNN", {"channels": [32, 64], "hidden": [128, 64], "dropout": 0.0},
+        "A", "conv 32 3x3, pool, conv 64 3x3, FC 7744->128->64->10, ReLU",
+    ),
     "standard_cnn": Preset(
-        "cnn", "StandardCNN", {"channels": [32, 64], "hidden": 128, "dilation": 1, "dropout": 0.0},
+        "cnn", "StandardCNN", dict(_STANDARD),
         "B", "conv 1->32 3x3, pool, conv 32->64 3x3, pool, FC 3136->128, FC 128->10",
+    ),
+    "deep_cnn": Preset(
+        "cnn", "DeepCNN", {"channels": [32, 64, 128, 256], "hidden": 128, "dropout": 0.0},
+        "B", "standard CNN + conv 64->128 and conv 128->256 at 7x7, FC 12544->128->10",
+    ),
+    "dilated_cnn": Preset(
+        "cnn", "StandardCNN", {**_STANDARD, "dilation": 2},
+        "B", "standard CNN with a dilated second conv (dilation argument, padding = dilation)",
+    ),
+    "dilated_cnn_low": Preset(
+        "cnn", "StandardCNN", {**_STANDARD, "dilation": 2},
+        "B", "standard CNN, second conv dilation 2 (padding 2)",
+    ),
+    "dilated_cnn_high": Preset(
+        "cnn", "StandardCNN", {**_STANDARD, "dilation": 10},
+        "B", "standard CNN, second conv dilation 10 (padding 10)",
+    ),
+    "tuned_cnn": Preset(
+        "cnn", "TunedCNN", {"filters1": 64, "filters2": 1024, "kernel_size": 3, "dropout": 0.0},
+        "C", "conv 64 3x3, pool, conv 1024 3x3, pool, FC 50176->10 (filter counts are arguments)",
     ),
     "lenet_like": Preset(
         "cnn", "LeNetLike", {"dropout": 0.5},
@@ -40,11 +77,103 @@ PRESETS: dict[str, Preset] = {
         "cnn", "VGGLike", {"dropout": 0.4},
         "D", "[conv-BN-relu]x2 per stage (64, 128, 256), pool + dropout 0.4 between, global pool, FC 10",
     ),
+    # --- residual networks from scratch (resnet.py) ---
+    "resnet10": Preset(
+        "resnet", "ResNet10", {"width": 32},
+        "D", "3x3 stem + one BasicBlock per stage (32, 64, 128, 256), global pool, FC 10",
+    ),
+    "resnet18_small": Preset(
+        "resnet", "ResNet18Small", {"width": 64, "dilation": 1},
+        "E", "ResNet18 for 28x28: 3x3 stride-1 stem, no max-pool, [2,2,2,2] blocks 64-512 (width, dilation)",
+    ),
+    # --- VGG networks (vgg.py) ---
+    "vgg8": Preset(
+        "vgg", "VGG", dict(_VGG),
+        "E", "5 conv (64, pool, 128, pool, 256, 256, 512) + FC 512, 512, 10, no BN",
+    ),
+    "vgg8_dsc": Preset(
+        "vgg", "VGG", {**_VGG, "separable": [2, 3, 4, 5]},
+        "E", "VGG8 with depthwise-separable convs in layers 2-5",
+    ),
+    "vgg8_wide": Preset(
+        "vgg", "VGG", {**_VGG, "width": 2.0},
+        "E", "VGG8 with twice the kernels in every conv",
+    ),
+    "vgg12": Preset(
+        "vgg", "VGG", {**_VGG, "layers": [64, 64, "M", 128, 128, "M", 256, 256, 256, 512, 512]},
+        "E", "9 conv + 3 FC, no residuals, no BN (the report's does not learn)",
+    ),
+    # --- deformable convolutions (deformable.py) ---
+    "deformable_cnn_a": Preset(
+        "deformable", "DeformableCNNA", {"channels": [32, 32, 64, 64, 64]},
+        "A", "3 conv + 2 DeformConv2d (offsets from 3x3 convs) + max-pool + FC",
+    ),
+    "deformable_cnn": Preset(
+        "deformable", "DeformableCNN", {"channels": [32, 64], "hidden": 128, "batch_norm": False, "dropout": 0.0},
+        "B", "standard CNN with both convs DeformConv2d, each fed 18 offset channels by a 3x3 conv",
+    ),
+    "deformable_cnn_bn": Preset(
+        "deformable", "DeformableCNN", {"channels": [32, 64], "hidden": 128, "batch_norm": True, "dropout": 0.3},
+        "B", "deformable CNN + BatchNorm after each deformable conv, dropout 0.3 on the FCs",
+    ),
+    # --- ImageNet transfer learning (transfer.py) ---
+    "resnet18": Preset(
+        "transfer", "ResNet18Transfer", dict(_TRANSFER),
+        "D", "torchvision ResNet18, ImageNet weights, new FC 512->10, 224x224 input adapter",
+        dict(_TRANSFER_TRAIN),
+    ),
+    "mobilenet_v3_small": Preset(
+        "transfer", "MobileNetV3SmallTransfer", dict(_TRANSFER),
+        "A", "torchvision MobileNetV3-small, ImageNet weights, new final FC 1024->10",
+        dict(_TRANSFER_TRAIN),
+    ),
+    "shufflenet_v2_x0_5": Preset(
+        "transfer", "ShuffleNetV2Transfer", dict(_TRANSFER),
+        "A", "torchvision ShuffleNetV2 x0.5, ImageNet weights, new FC 1024->10",
+        dict(_TRANSFER_TRAIN),
+    ),
+    # --- vision transformers (vit.py) ---
+    "vit_tiny": Preset(
+        "vit", "ViTTiny",
+        {"image_size": 64, "patch_size": 4, "hidden_size": 16, "num_layers": 2, "num_heads": 2,
+         "mlp_ratio": 4.0, "dropout": 0.0},
+        "C", "input resized to 64x64, 4x4 patches, class token, 2 layers, 2 heads, hidden 16",
+        {"eval_batch_size": 500},
+    ),
+    "vit_simple": Preset(
+        "vit", "ViTSimple", dict(_VIT_E),
+        "E", "7x7 patches (16 tokens), 4 layers, 4 heads, hidden 64, global average pool, linear head",
+    ),
+    "vit_dwconv": Preset(
+        "vit", "ViTDWConv", dict(_VIT_E),
+        "E", "base ViT + residual depthwise 3x3 conv over the 4x4 token grid between blocks",
+    ),
+    "vit_patchless": Preset(
+        "vit", "ViTPatchless",
+        {"hidden_size": 32, "num_layers": 4, "num_heads": 4, "mlp_dim": 64, "dropout": 0.0},
+        "E", "one token per pixel (784), linear embedding + learned positions, 4 layers, GAP, linear head",
+        {"eval_batch_size": 250},
+    ),
+    # --- fmnist's own (bench.py) ---
     "speedrun": Preset(
         "speedrun", "SpeedrunCNN", {"widths": [32, 64, 128], "dropout": 0.1, "tta_flip": True},
         "-", "fmnist's speedrun net: conv-BN 32 @28, pool, 64 @14, pool, 128 @7, FC; flip TTA at eval",
     ),
 }
+
+TRANSFER_WEIGHTS: dict[str, tuple[str, str]] = {
+    "resnet18": ("ResNet18_Weights.IMAGENET1K_V1", "https://download.pytorch.org/models/resnet18-f37072fd.pth"),
+    "mobilenet_v3_small": (
+        "MobileNet_V3_Small_Weights.IMAGENET1K_V1",
+        "https://download.pytorch.org/models/mobilenet_v3_small-047dcff4.pth",
+    ),
+    "shufflenet_v2_x0_5": (
+        "ShuffleNet_V2_X0_5_Weights.IMAGENET1K_V1",
+        "https://download.pytorch.org/models/shufflenetv2_x0.5-f707e7126e.pth",
+    ),
+}
+"""Transfer architecture -> (torchvision weights enum member, its download URL); kept here so the
+workflow can check for the files without importing torch (a test checks them against torchvision)."""
 
 
 class UnknownModelError(KeyError):
@@ -85,3 +214,49 @@ def build_model(name: str, args: dict[str, Any] | None = None, num_classes: int 
     check_args(name, args)
     module = importlib.import_module(f"fmnist.models.{preset.module}")
     return getattr(module, preset.cls)(num_classes=num_classes, **{**preset.args, **args})
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """Pretrained weights a model needs are not on this machine (the message says where to put them)."""
+
+
+def torch_hub_dir() -> Path:
+    """torch.hub.get_dir() without importing torch: $TORCH_HOME/hub, else $XDG_CACHE_HOME/torch/hub,
+    else ~/.cache/torch/hub."""
+    cache = os.getenv("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    return Path(os.path.expanduser(os.getenv("TORCH_HOME", os.path.join(cache, "torch")))) / "hub"
+
+
+def weights_file(arch: str, args: dict[str, Any], hub_dir: Path | None = None) -> Path | None:
+    """The checkpoint file model `arch` with `args` will load, or None when it loads none."""
+    if arch not in TRANSFER_WEIGHTS:
+        return None
+    full = {**get_preset(arch).args, **(args or {})}
+    if full.get("weights_path"):
+        return Path(os.path.expanduser(str(full["weights_path"])))
+    if not full.get("pretrained"):
+        return None
+    url = TRANSFER_WEIGHTS[arch][1]
+    return (hub_dir or torch_hub_dir()) / "checkpoints" / url.rsplit("/", 1)[1]
+
+
+def check_weights(arch: str, args: dict[str, Any], hub_dir: Path | None = None) -> Path | None:
+    """The weights file `arch` needs, if any; raise WeightsNotFoundError, naming the file, the
+    directory to put it in and where to fetch it, when it is missing. Imports no torch, so the
+    workflow can call it while it parses its config."""
+    path = weights_file(arch, args, hub_dir)
+    if path is None or path.is_file():
+        return path
+    enum, url = TRANSFER_WEIGHTS[arch]
+    if (args or {}).get("weights_path"):
+        raise WeightsNotFoundError(
+            f"model {arch!r}: weights_path {str(path)!r} does not exist. Point weights_path at a "
+            f"state_dict of torchvision's {arch} (e.g. {url.rsplit('/', 1)[1]} from {url})."
+        )
+    raise WeightsNotFoundError(
+        f"model {arch!r} with pretrained: true needs torchvision's {enum} weights, file "
+        f"{path.name!r}, in {str(path.parent)!r} (torch hub's cache; set TORCH_HOME to move it), "
+        f"and it is not there. This machine does not download it: fetch {url} on a connected machine "
+        f"and copy it to {str(path)!r}, or set the model argument weights_path: /path/to/{path.name}, "
+        "or pretrained: false to train from scratch."
+    )

@@ -1,9 +1,48 @@
-"""Plain convolutional networks of reports B and D, sized for 1x28x28 inputs."""
+"""Plain convolutional networks of reports A, B, C and D, sized for 1x28x28 inputs."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+
+class SimpleCNN(nn.Module):
+    """Report A's simple CNN: conv-pool-conv, then three fully connected layers, ReLU throughout.
+
+    Chosen where the report is silent: 3x3 convs without padding, 32 then 64 filters
+    (28 -> 26 -> pool 13 -> 11), hidden FCs of 128 and 64 units, no dropout.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        channels: tuple[int, int] | list[int] = (32, 64),
+        hidden: tuple[int, int] | list[int] = (128, 64),
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        c1, c2 = channels
+        h1, h2 = hidden
+        self.features = nn.Sequential(
+            nn.Conv2d(1, c1, 3),  # (N, c1, 26, 26)
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),  # (N, c1, 13, 13)
+            nn.Conv2d(c1, c2, 3),  # (N, c2, 11, 11)
+            nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),  # (N, c2 * 121)
+            nn.Linear(c2 * 11 * 11, h1),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(h1, h2),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(h2, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
 
 
 class StandardCNN(nn.Module):
@@ -38,6 +77,82 @@ class StandardCNN(nn.Module):
             nn.ReLU(inplace=True),
             nn.Dropout(dropout),
             nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class DeepCNN(nn.Module):
+    """Report B's deep CNN: the standard CNN plus conv 64->128 and conv 128->256 (all 3x3, padding 1).
+
+    The report adds no pooling for the two extra convs, so they run at 7x7 and the first FC
+    grows to 256*7*7 -> 128 (our reading; ReLU after each conv as in the standard CNN).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        channels: tuple[int, ...] | list[int] = (32, 64, 128, 256),
+        hidden: int = 128,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        c1, c2, c3, c4 = channels
+        self.features = nn.Sequential(
+            nn.Conv2d(1, c1, 3, padding=1),  # (N, c1, 28, 28)
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),  # (N, c1, 14, 14)
+            nn.Conv2d(c1, c2, 3, padding=1),  # (N, c2, 14, 14)
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),  # (N, c2, 7, 7)
+            nn.Conv2d(c2, c3, 3, padding=1),  # (N, c3, 7, 7)
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c3, c4, 3, padding=1),  # (N, c4, 7, 7)
+            nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),  # (N, c4 * 49)
+            nn.Linear(c4 * 7 * 7, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class TunedCNN(nn.Module):
+    """Report C's tuned CNN: two conv layers with `filters1` then `filters2` filters (64 and 1024).
+
+    Chosen where the report is silent: 3x3 convs with padding 1, each followed by ReLU and a 2x2
+    max-pool (28 -> 14 -> 7), then dropout (0 by default; the report's variant uses 0.25) and one
+    FC layer filters2*7*7 -> 10. The filter sweeps set `filters1` (16..128) and `filters2` (..1024).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        filters1: int = 64,
+        filters2: int = 1024,
+        kernel_size: int = 3,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        pad = kernel_size // 2
+        self.features = nn.Sequential(
+            nn.Conv2d(1, filters1, kernel_size, padding=pad),  # (N, f1, 28, 28)
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),  # (N, f1, 14, 14)
+            nn.Conv2d(filters1, filters2, kernel_size, padding=pad),  # (N, f2, 14, 14)
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),  # (N, f2, 7, 7)
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),  # (N, f2 * 49)
+            nn.Dropout(dropout),
+            nn.Linear(filters2 * 7 * 7, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
