@@ -68,10 +68,10 @@ def tiny_config(**overrides) -> dict:
 
 
 def make_workflow(root: Path, config: dict | None = None) -> Path:
-    """Copy the workflow (Snakefile, rules, scripts, templates, config, profiles) into `root`."""
+    """Copy the workflow (Snakefile, rules, scripts, templates, config, profiles, envs) into `root`."""
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "Snakefile", root / "Snakefile")
-    for d in ("workflow", "config", "profiles"):
+    for d in ("workflow", "config", "profiles", "envs"):
         shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__"))
     if config is not None:
         write_config(root, config)
