@@ -15,6 +15,16 @@ if not workflow.config_settings.configfiles:
     configfile: "config/config.yaml"
 
 
+# On a cluster these run in the submitting snakemake, not as jobs: download needs the network that
+# compute nodes often lack, and the others take seconds, less than a trip through the queue.
+localrules:
+    all,
+    download,
+    plot_run,
+    aggregate,
+    report,
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
