@@ -157,7 +157,7 @@ PRESETS: dict[str, Preset] = {
     # --- fmnist's own (bench.py) ---
     "speedrun": Preset(
         "speedrun", "SpeedrunCNN", {"widths": [32, 64, 128], "dropout": 0.1, "tta_flip": True},
-        "-", "fmnist's speedrun net: conv-BN 32 @28, pool, 64 @14, pool, 128 @7, FC; flip TTA at eval",
+        "fmnist", "fmnist's speedrun net: conv-BN 32 @28, pool, 64 @14, pool, 128 @7, FC; flip TTA at eval",
     ),
 }
 
