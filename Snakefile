@@ -22,6 +22,10 @@ localrules:
     download,
     plot_run,
     aggregate,
+    figures,
+    figure_sweep,
+    dataset_figures,
+    gallery,
     report,
 
 

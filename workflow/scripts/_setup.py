@@ -1,6 +1,8 @@
 """Shared start of every workflow script: import path and log redirection (no Snakemake imports)."""
 
+import os
 import sys
+import time
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -11,6 +13,9 @@ if str(SRC) not in sys.path:
 def redirect_output(log_path: str):
     """Send this job's stdout and stderr (prints, warnings, tracebacks) to its log file."""
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    fh = open(log_path, "w", buffering=1)  # noqa: SIM115 - lives as long as the job
+    # Snakemake removes a job's log before it reruns the job; the epochs of an attempt that was killed
+    # stay in the resumed run's history.csv (the resume state carries the history).
+    fh = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the job
+    print(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} job started (pid {os.getpid()}) ====", file=fh)
     sys.stdout = sys.stderr = fh
     return fh
