@@ -70,13 +70,28 @@ def explain(error: jsonschema.ValidationError) -> str:
     return f"{where}: {best.message}"
 
 
-def validate(config: dict, schema: dict | None = None, fill_defaults: bool = True) -> dict:
-    """Validate `config` in place (filling defaults) and return it; raise ConfigError on problems."""
-    schema = schema if schema is not None else load_schema()
+_VALIDATORS: dict[tuple[int, bool], tuple[dict, jsonschema.protocols.Validator]] = {}
+
+
+def _validator(schema: dict, fill_defaults: bool):
+    """One validator per schema object: building one compiles its patterns, which is what costs
+    time when the same schema checks hundreds of runs."""
+    key = (id(schema), fill_defaults)
+    cached = _VALIDATORS.get(key)
+    if cached is not None and cached[0] is schema:
+        return cached[1]
     cls = jsonschema.validators.validator_for(schema)
     if fill_defaults:
         cls = _with_defaults(cls)
     validator = cls(schema)
+    _VALIDATORS[key] = (schema, validator)  # holding the schema keeps its id from being reused
+    return validator
+
+
+def validate(config: dict, schema: dict | None = None, fill_defaults: bool = True) -> dict:
+    """Validate `config` in place (filling defaults) and return it; raise ConfigError on problems."""
+    schema = schema if schema is not None else load_schema()
+    validator = _validator(schema, fill_defaults)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         lines = [explain(e) for e in errors]

@@ -81,6 +81,17 @@ def resolve_setting(config: dict, name: str, where: str) -> dict:
     raise _unknown("setting", name, sorted(set(settings) | {"default"}), where)
 
 
+_TRAIN_SCHEMAS: dict[int, tuple[dict, dict]] = {}
+
+
+def _train_schema(schema: dict) -> dict:
+    """The `train` sub-schema of `schema`, one object per schema so its validator is reused."""
+    cached = _TRAIN_SCHEMAS.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        cached = _TRAIN_SCHEMAS[id(schema)] = (schema, subschema("train", schema))
+    return cached[1]
+
+
 def resolve_run(config: dict, model: str, augmentation: str, setting: str, seed: int,
                 schema: dict | None = None, where: str = "") -> dict:
     schema = schema or load_schema()
@@ -92,7 +103,7 @@ def resolve_run(config: dict, model: str, augmentation: str, setting: str, seed:
     train = deep_merge(train, setting_train)
     rid = run_id(model, augmentation, setting, seed)
     try:
-        validate(train, subschema("train", schema))
+        validate(train, _train_schema(schema))
     except ConfigError as exc:
         raise ConfigError(
             f"run {rid}: the merged training settings (defaults <- model {model!r} <- augmentation "
