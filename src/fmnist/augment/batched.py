@@ -60,20 +60,11 @@ def affine(
     cos, sin = torch.cos(a), torch.sin(a)
     # Output -> input coordinates (affine_grid convention): inverse of the forward warp.
     inv = torch.stack([torch.stack([cos, sin], -1), torch.stack([-sin, cos], -1)], -2)  # (N, 2, 2)
-    if shear_deg is not None:
-        sh = torch.tan(torch.deg2rad(shear_deg.to(dtype)))
-        shear_inv = torch.zeros(n, 2, 2, device=x.device, dtype=dtype)
-        shear_inv[:, 0, 0] = 1
-        shear_inv[:, 1, 1] = 1
-        shear_inv[:, 0, 1] = -sh
-        inv = shear_inv @ inv
-    if shear_y_deg is not None:
-        sh = torch.tan(torch.deg2rad(shear_y_deg.to(dtype)))
-        shear_inv = torch.zeros(n, 2, 2, device=x.device, dtype=dtype)
-        shear_inv[:, 0, 0] = 1
-        shear_inv[:, 1, 1] = 1
-        shear_inv[:, 1, 0] = -sh
-        inv = shear_inv @ inv
+    for shear, (row, col) in ((shear_deg, (0, 1)), (shear_y_deg, (1, 0))):
+        if shear is not None:  # x-shear moves x by y (entry 0,1); y-shear moves y by x (entry 1,0)
+            shear_inv = torch.eye(2, device=x.device, dtype=dtype).repeat(n, 1, 1)
+            shear_inv[:, row, col] = -torch.tan(torch.deg2rad(shear.to(dtype)))
+            inv = shear_inv @ inv
     if scale is not None:
         inv = inv / scale.to(dtype).view(n, 1, 1)
     sign = torch.where(flip, -1.0, 1.0).to(dtype)
