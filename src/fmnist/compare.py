@@ -12,12 +12,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pandas as pd
 import yaml
 
 from fmnist.aggregate import mean_ci
-from fmnist.config import ConfigError, explain
+from fmnist.config import ConfigError, validate
 
 METRICS: dict[str, tuple[str, float, str]] = {
     "test_accuracy": ("test_accuracy", 100.0, "test accuracy (%)"),
@@ -72,16 +71,11 @@ def load_published(path: Path | str | None) -> list[dict]:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    doc = copy.deepcopy(doc)
-    validator = _defaults_validator(PUBLISHED_SCHEMA)
-    errors = sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        lines = list(dict.fromkeys(explain(e) for e in errors))
-        raise ConfigError(
-            f"{path}: invalid published figure(s):\n  - " + "\n  - ".join(lines)
-            + "\nEach entry needs source (A-E), experiment (<model>.<augmentation>.<setting>), "
-            f"metric (one of {', '.join(METRICS)}) and value (a number, or null for figure-only results)."
-        )
+    validate(
+        doc, PUBLISHED_SCHEMA, what=f"{path}: invalid published figure(s)",
+        fix="Each entry needs source (A-E), experiment (<model>.<augmentation>.<setting>), "
+        f"metric (one of {', '.join(METRICS)}) and value (a number, or null for figure-only results).",
+    )
     entries = doc.get("published") or []
     for e in entries:
         e["label"] = e.get("label") or e["experiment"]
@@ -102,13 +96,6 @@ def check_report_config(report: dict, studies: dict[str, list[str]]) -> None:
                 f"(studies: {', '.join(studies)}); name one of them or remove the sweep."
             )
     load_published(report.get("published"))
-
-
-def _defaults_validator(schema: dict):
-    from fmnist.config import _with_defaults
-
-    cls = _with_defaults(jsonschema.validators.validator_for(schema))
-    return cls(schema)
 
 
 def _stats(values: pd.Series, factor: float = 1.0) -> dict:

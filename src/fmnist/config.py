@@ -88,17 +88,23 @@ def _validator(schema: dict, fill_defaults: bool):
     return validator
 
 
-def validate(config: dict, schema: dict | None = None, fill_defaults: bool = True) -> dict:
-    """Validate `config` in place (filling defaults) and return it; raise ConfigError on problems."""
+def validate(
+    config: dict,
+    schema: dict | None = None,
+    fill_defaults: bool = True,
+    what: str = "invalid configuration",
+    fix: str = "Fix the keys above in your config file (reference: README, 'Configuration').",
+) -> dict:
+    """Validate `config` in place (filling defaults) and return it; raise ConfigError on problems.
+
+    The error starts with `what`, lists one line per problem (key path, what is wrong, what is
+    allowed) and ends with `fix`."""
     schema = schema if schema is not None else load_schema()
     validator = _validator(schema, fill_defaults)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         lines = [explain(e) for e in errors]
-        raise ConfigError(
-            "invalid configuration:\n  - " + "\n  - ".join(dict.fromkeys(lines))
-            + "\nFix the keys above in your config file (reference: README, 'Configuration')."
-        )
+        raise ConfigError(f"{what}:\n  - " + "\n  - ".join(dict.fromkeys(lines)) + f"\n{fix}")
     return config
 
 

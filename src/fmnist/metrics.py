@@ -32,16 +32,3 @@ def summarize(confusion: np.ndarray, class_names: list[str] | None = None) -> di
         "per_class_accuracy": {n: float(r) for n, r in zip(names, recall, strict=True)},
     }
 
-
-def most_confused(confusion: np.ndarray, class_names: list[str], k: int = 3) -> list[dict]:
-    """The k most frequent off-diagonal (true, predicted) pairs."""
-    cm = np.asarray(confusion).copy()
-    np.fill_diagonal(cm, 0)
-    order = np.argsort(cm, axis=None)[::-1][:k]
-    pairs = []
-    for flat in order:
-        i, j = divmod(int(flat), cm.shape[1])
-        if cm[i, j] == 0:
-            break
-        pairs.append({"true": class_names[i], "predicted": class_names[j], "count": int(cm[i, j])})
-    return pairs
