@@ -84,7 +84,7 @@ def study(tmp_path_factory, prepared_small) -> dict:
     plots.class_samples(prepared_small, figures / "samples.png")
     gallery.gallery(prepared_small, figures / "augmentations.png")
     out = root / "summary.html"
-    report.write_report(out, REPO / "workflow" / "templates" / "summary.html.j2", runs_csv=root / "runs.csv",
+    report.write_report(out, REPO / "src" / "fmnist" / "templates" / "summary.html.j2", runs_csv=root / "runs.csv",
                         experiments_csv=root / "experiments.csv", tables_dir=tables, studies=studies,
                         descriptions={"default": f"a study described as {HOSTILE}"}, sweeps=sweeps,
                         figures_dir=figures, run_dir=run_dir, config_hash="abc123", repo=REPO)

@@ -1,4 +1,4 @@
-"""Load and validate workflow configs against config/schema.yaml, filling defaults, with errors that name the key path."""
+"""Load and validate workflow configs against the packaged schema.yaml, filling defaults, with errors that name the key path."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from typing import Any
 import jsonschema
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SCHEMA_PATH = REPO_ROOT / "config" / "schema.yaml"
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout (meaningful only for a source tree)
+# Package data, so a regular (non-editable) install finds it too.
+SCHEMA_PATH = Path(__file__).resolve().parent / "schema.yaml"
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 
 
 class ConfigError(ValueError):

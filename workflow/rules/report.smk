@@ -3,7 +3,8 @@
 PUBLISHED = config["report"]["published"]
 SWEEPS = {s["name"]: s for s in config["report"]["sweeps"]}
 FIGURES = "results/figures"
-TEMPLATES = sorted(f"workflow/templates/{p.name}" for p in Path(workflow.basedir, "workflow", "templates").glob("*.j2"))
+# Inputs, so editing a template reruns the report; they ship inside the fmnist package.
+TEMPLATES = sorted(str(p) for p in fmnist_config.TEMPLATE_DIR.glob("*.j2"))
 
 
 wildcard_constraints:
