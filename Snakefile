@@ -1,41 +1,9 @@
 """fmnist: the Fashion-MNIST model study as a Snakemake workflow.
 
-download (checksummed) -> prepare (once) -> train (one job per run) -> plot_run -> aggregate -> report
+`snakemake` in the repository root runs the workflow in workflow/Snakefile (the layout of the
+Snakemake workflow catalog); other workflows use that file as a module (see config/README.md).
 """
 
-from snakemake.utils import min_version
-
-min_version("9.11")
-
-
-# A --configfile replaces config/config.yaml instead of being merged into it, so a study file
-# (config/full.yaml, a test's config) never inherits the default study. --config still overrides.
-if not workflow.config_settings.configfiles:
-
-    configfile: "config/config.yaml"
-
-
-# On a cluster these run in the submitting snakemake, not as jobs: download needs the network that
-# compute nodes often lack, and the others take seconds, less than a trip through the queue.
-localrules:
-    all,
-    download,
-    plot_run,
-    aggregate,
-    figures,
-    figure_sweep,
-    dataset_figures,
-    gallery,
-    report,
-
-
-include: "workflow/rules/common.smk"
-include: "workflow/rules/data.smk"
-include: "workflow/rules/train.smk"
-include: "workflow/rules/report.smk"
-
-
-rule all:
-    default_target: True
-    input:
-        "reports/summary.html",
+# The `include:` keyword would drop workflow/Snakefile's default target (`rule all`); this is the same
+# call with the flag that keeps it, as Snakemake itself makes for a main Snakefile and for modules.
+workflow.include("workflow/Snakefile", overwrite_default_target=True)

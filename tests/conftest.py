@@ -67,12 +67,19 @@ def tiny_config(**overrides) -> dict:
     return deep_merge(cfg, overrides)
 
 
+WORKFLOW_PARTS = ("workflow", "config", "profiles", "envs", "src")
+
+
 def make_workflow(root: Path, config: dict | None = None) -> Path:
-    """Copy the workflow (Snakefile, rules, scripts, templates, config, profiles, envs) into `root`."""
+    """Copy the workflow (root Snakefile, workflow/, config, profiles, envs, the fmnist library) into `root`.
+
+    The copy is self-contained: its workflow imports its own src/ (common.smk puts it first on
+    sys.path), so a test may edit the library or the templates there without touching the checkout.
+    """
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "Snakefile", root / "Snakefile")
-    for d in ("workflow", "config", "profiles", "envs"):  # envs: rules name their conda env file
-        shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__"))
+    for d in WORKFLOW_PARTS:  # envs: rules name their conda env file
+        shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     if config is not None:
         write_config(root, config)
     return root

@@ -31,7 +31,7 @@ def test_summary_and_snakemake_report_zip(tmp_path):
     assert "standard_cnn.none.default" in (tables / "published.md").read_text()
 
     # Editing the template reruns only the report.
-    template = root / "workflow" / "templates" / "summary.html.j2"
+    template = root / "src" / "fmnist" / "templates" / "summary.html.j2"
     template.write_text(template.read_text().replace("<h1>", "<h1 class=\"t\">", 1))
     assert planned_jobs(root, "reports/summary.html") == {"report": 1}
 

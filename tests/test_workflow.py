@@ -61,7 +61,7 @@ def test_only_the_changed_run_reruns(done):
 
 
 def test_editing_the_template_reruns_only_the_report(done):
-    template = done / "workflow/templates/summary.html.j2"
+    template = done / "src/fmnist/templates/summary.html.j2"
     time.sleep(1)
     template.write_text(template.read_text().replace("</body>", "<p>edited template</p>\n</body>"))
     assert planned_jobs(done) == {"report": 1, "all": 1}
@@ -80,6 +80,11 @@ def test_corrupt_cached_download_is_fetched_again_without_retraining(done):
     good = raw.read_bytes()
     raw.write_bytes(good[:100] + b"\x07" + good[101:])
     before = mtimes(done)
+    # Parsing has no side effects: a dry-run leaves the corrupt file where it is.
+    (done / "reports/summary.html").unlink(missing_ok=True)  # a job to do, so a real run starts
+    snakemake(done, "-n")
+    assert raw.read_bytes() != good and not list(raw.parent.glob("*.corrupt-*"))
+    # A real run with a job to do checks the cache before its first job.
     proc = snakemake(done)
     assert "failed its SHA-256 check" in proc.stderr
     assert raw.read_bytes() == good

@@ -1,21 +1,41 @@
-# Config validation (schema defaults filled in), run expansion and path helpers shared by all rules.
+# Config validation (schema defaults filled in), run expansion, code identities and path helpers shared by all rules.
 import os
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # a plain checkout works without `pip install -e`
+# The checkout this file belongs to (workflow/rules/common.smk), found from the file itself and never
+# from the working directory or the main Snakefile: as a module, those are the consumer's.
+WORKFLOW_REPO = Path(str(workflow.current_basedir)).resolve().parents[1]
+if (WORKFLOW_REPO / "src" / "fmnist").is_dir():
+    sys.path.insert(0, str(WORKFLOW_REPO / "src"))  # a checkout works without `pip install`
 
+from fmnist import codeid  # noqa: E402
 from fmnist import compare  # noqa: E402
 from fmnist import config as fmnist_config  # noqa: E402
 from fmnist import data as fmnist_data  # noqa: E402
 from fmnist import experiments  # noqa: E402
 
+
+def workflow_file(path):
+    """A relative path as given when it exists in the working directory, else the workflow's own copy.
+
+    So config/published.yaml is the study's own file when it has one, and the shipped one otherwise
+    (a consumer of this workflow as a module has no config/ of its own).
+    """
+    if not path or os.path.isabs(path) or os.path.exists(path):
+        return path
+    own = WORKFLOW_REPO / path
+    return str(own) if own.exists() else path
+
+
 try:
     fmnist_config.validate(config)
+    # The config keeps the path as written (it is hashed into the report), the rules use the file found.
+    PUBLISHED = workflow_file(config["report"]["published"])
     RUNS, STUDIES = experiments.expand(config)
-    compare.check_report_config(config["report"], STUDIES)
+    compare.check_report_config({**config["report"], "published": PUBLISHED}, STUDIES)
 except fmnist_config.ConfigError as exc:
     raise WorkflowError(f"fmnist: {exc}") from None
 
@@ -24,14 +44,19 @@ RAW_DIR = DATA_DIR / "raw"
 PREPARED = str(DATA_DIR / "prepared" / "fashion_mnist.npz")
 RUN_DIR = "results/runs/{run}"
 
-# A corrupt file in the download cache is moved aside (never deleted) and fetched again right away.
-# The raw files' content is pinned by hash, so a re-fetched file retriggers nothing (see prepare).
-fmnist_data.check_cached(
-    RAW_DIR,
-    log=lambda msg: print(msg, file=sys.stderr),
-    refetch_from=config["data"]["sources"],
-    timeout=config["data"]["timeout"],
-)
+
+# Parsing changes no file: `snakemake -n`, `--lint` and each cluster job's re-parse (run with
+# --no-hooks) leave the cache alone. A real run that has jobs checks it before the first one starts: a
+# corrupt file is moved aside (never deleted) and fetched again. The raw files' content is pinned by
+# hash, so a re-fetched file retriggers nothing (see prepare). As a module, call the same function in
+# the consumer's onstart.
+onstart:
+    fmnist_data.check_cached(
+        RAW_DIR,
+        log=lambda msg: print(msg, file=sys.stderr),
+        refetch_from=config["data"]["sources"],
+        timeout=config["data"]["timeout"],
+    )
 
 
 def gpu_per_run():
@@ -48,6 +73,15 @@ def gpu_per_run():
 
 def run_config(wildcards):
     return experiments.canonical_json(RUNS[wildcards.run])
+
+
+# The code identity of each run (a param of train): editing its model family file reruns it, other
+# families' do not.
+TRAIN_CODE = codeid.train_code_ids(RUNS)
+
+
+def train_code(wildcards):
+    return TRAIN_CODE[wildcards.run]
 
 
 def run_files(name):

@@ -4,14 +4,14 @@
 rule download:
     output:
         RAW_DIR / "{name}",
-    params:
-        sources=config["data"]["sources"],
-        timeout=config["data"]["timeout"],
-    conda:
-        "../../envs/fmnist.yaml"
     log:
         "logs/download/{name}.log",
     retries: 1
+    conda:
+        "../../envs/fmnist.yaml"
+    params:
+        sources=config["data"]["sources"],
+        timeout=config["data"]["timeout"],
     script:
         "../scripts/download.py"
 
@@ -22,15 +22,15 @@ rule prepare:
         ancient(expand(RAW_DIR / "{name}", name=fmnist_data.FILES)),
     output:
         PREPARED,
+    log:
+        "logs/prepare.log",
+    conda:
+        "../../envs/fmnist.yaml"
     params:
         raw_dir=lambda wildcards, input: os.path.dirname(input[0]),
         val_fraction=config["data"]["val_fraction"],
         split_seed=config["data"]["split_seed"],
         train_limit=config["data"]["train_limit"],
         test_limit=config["data"]["test_limit"],
-    conda:
-        "../../envs/fmnist.yaml"
-    log:
-        "logs/prepare.log",
     script:
         "../scripts/prepare.py"

@@ -1,6 +1,5 @@
 # Aggregate per-run files into tables, draw the study-level figures and render the single-file HTML summary.
 
-PUBLISHED = config["report"]["published"]
 SWEEPS = {s["name"]: s for s in config["report"]["sweeps"]}
 FIGURES = "results/figures"
 # Inputs, so editing a template reruns the report; they ship inside the fmnist package.
@@ -19,14 +18,15 @@ rule aggregate:
         runs="results/runs.csv",
         experiments="results/experiments.csv",
         tables=directory("results/tables"),
+    log:
+        "logs/aggregate.log",
+    conda:
+        "../../envs/fmnist.yaml"
     params:
         studies=STUDIES,
         sweeps=config["report"]["sweeps"],
         baseline=config["report"]["baseline_augmentation"],
-    conda:
-        "../../envs/fmnist.yaml"
-    log:
-        "logs/aggregate.log",
+        code=codeid.code_id(codeid.AGGREGATE_MODULES),
     script:
         "../scripts/aggregate.py"
 
@@ -36,12 +36,22 @@ rule figures:
         experiments="results/experiments.csv",
         tables="results/tables",
     output:
-        effects=report(f"{FIGURES}/effects.png", caption="../report/effects.rst", category="1. Findings"),
-        pareto=report(f"{FIGURES}/pareto.png", caption="../report/pareto.rst", category="1. Findings"),
-    conda:
-        "../../envs/fmnist.yaml"
+        effects=report(
+            f"{FIGURES}/effects.png",
+            caption="../report/effects.rst",
+            category="1. Findings",
+        ),
+        pareto=report(
+            f"{FIGURES}/pareto.png",
+            caption="../report/pareto.rst",
+            category="1. Findings",
+        ),
     log:
         "logs/figures.log",
+    conda:
+        "../../envs/fmnist.yaml"
+    params:
+        code=codeid.code_id(codeid.PLOT_MODULES),
     script:
         "../scripts/figures.py"
 
@@ -50,15 +60,21 @@ rule figure_sweep:
     input:
         tables="results/tables",
     output:
-        report(f"{FIGURES}/sweep_{{sweep}}.png", caption="../report/sweep.rst", category="2. Sweeps",
-               labels={"sweep": "{sweep}"}),
-    params:
-        title=lambda wildcards: SWEEPS[wildcards.sweep]["title"] or f"sweep {wildcards.sweep}: {SWEEPS[wildcards.sweep]['x']}",
-        log_x=lambda wildcards: SWEEPS[wildcards.sweep]["log_x"],
-    conda:
-        "../../envs/fmnist.yaml"
+        report(
+            f"{FIGURES}/sweep_{{sweep}}.png",
+            caption="../report/sweep.rst",
+            category="2. Sweeps",
+            labels={"sweep": "{sweep}"},
+        ),
     log:
         "logs/figure_sweep/{sweep}.log",
+    conda:
+        "../../envs/fmnist.yaml"
+    params:
+        code=codeid.code_id(codeid.PLOT_MODULES),
+        title=lambda wildcards: SWEEPS[wildcards.sweep]["title"]
+        or f"sweep {wildcards.sweep}: {SWEEPS[wildcards.sweep]['x']}",
+        log_x=lambda wildcards: SWEEPS[wildcards.sweep]["log_x"],
     script:
         "../scripts/figure_sweep.py"
 
@@ -67,13 +83,22 @@ rule dataset_figures:
     input:
         data=PREPARED,
     output:
-        distribution=report(f"{FIGURES}/class_distribution.png", caption="../report/class_distribution.rst",
-                            category="4. Dataset"),
-        samples=report(f"{FIGURES}/samples.png", caption="../report/samples.rst", category="4. Dataset"),
-    conda:
-        "../../envs/fmnist.yaml"
+        distribution=report(
+            f"{FIGURES}/class_distribution.png",
+            caption="../report/class_distribution.rst",
+            category="4. Dataset",
+        ),
+        samples=report(
+            f"{FIGURES}/samples.png",
+            caption="../report/samples.rst",
+            category="4. Dataset",
+        ),
     log:
         "logs/dataset_figures.log",
+    conda:
+        "../../envs/fmnist.yaml"
+    params:
+        code=codeid.code_id(codeid.PLOT_MODULES),
     script:
         "../scripts/dataset_figures.py"
 
@@ -82,11 +107,17 @@ rule gallery:
     input:
         data=PREPARED,
     output:
-        report(f"{FIGURES}/augmentations.png", caption="../report/augmentations.rst", category="4. Dataset"),
-    conda:
-        "../../envs/fmnist.yaml"
+        report(
+            f"{FIGURES}/augmentations.png",
+            caption="../report/augmentations.rst",
+            category="4. Dataset",
+        ),
     log:
         "logs/gallery.log",
+    conda:
+        "../../envs/fmnist.yaml"
+    params:
+        code=codeid.code_id(codeid.GALLERY_MODULES),
     script:
         "../scripts/gallery.py"
 
@@ -107,7 +138,15 @@ rule report:
         gallery=f"{FIGURES}/augmentations.png",
         templates=TEMPLATES,
     output:
-        report("reports/summary.html", caption="../report/summary.rst", category="0. Summary"),
+        report(
+            "reports/summary.html",
+            caption="../report/summary.rst",
+            category="0. Summary",
+        ),
+    log:
+        "logs/report.log",
+    conda:
+        "../../envs/fmnist.yaml"
     params:
         studies=STUDIES,
         descriptions={name: spec.get("description", "") for name, spec in config["studies"].items()},
@@ -115,9 +154,6 @@ rule report:
         title=config["report"]["title"],
         config_hash=experiments.config_hash(config),
         template="summary.html.j2",
-    conda:
-        "../../envs/fmnist.yaml"
-    log:
-        "logs/report.log",
+        code=codeid.code_id(codeid.REPORT_MODULES),
     script:
         "../scripts/report.py"

@@ -1,4 +1,5 @@
-# One training job per resolved run; its resolved config is a param, so changing it reruns that run only.
+# One training job per resolved run; its resolved config and its code identity are params, so changing
+# either reruns that run only.
 
 
 rule train:
@@ -9,18 +10,19 @@ rule train:
         history=f"{RUN_DIR}/history.csv",
         confusion=f"{RUN_DIR}/confusion.csv",
         model=f"{RUN_DIR}/model.pt",
-    params:
-        run=run_config,
-        device=config["device"],
-    threads: config["threads"]
-    resources:
-        gpu=gpu_per_run(),
-    conda:
-        "../../envs/fmnist.yaml"
     log:
         "logs/train/{run}.log",
     benchmark:
         "benchmarks/train/{run}.tsv"
+    conda:
+        "../../envs/fmnist.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=gpu_per_run(),
+    params:
+        run=run_config,
+        code=train_code,
+        device=config["device"],
     script:
         "../scripts/train.py"
 
@@ -31,13 +33,23 @@ rule plot_run:
         history=f"{RUN_DIR}/history.csv",
         confusion=f"{RUN_DIR}/confusion.csv",
     output:
-        curves=report(f"{RUN_DIR}/curves.png", caption="../report/curves.rst", category="3. Runs",
-                      labels={"run": "{run}", "figure": "learning curves"}),
-        confusion=report(f"{RUN_DIR}/confusion.png", caption="../report/confusion.rst", category="3. Runs",
-                         labels={"run": "{run}", "figure": "confusion matrix"}),
-    conda:
-        "../../envs/fmnist.yaml"
+        curves=report(
+            f"{RUN_DIR}/curves.png",
+            caption="../report/curves.rst",
+            category="3. Runs",
+            labels={"run": "{run}", "figure": "learning curves"},
+        ),
+        confusion=report(
+            f"{RUN_DIR}/confusion.png",
+            caption="../report/confusion.rst",
+            category="3. Runs",
+            labels={"run": "{run}", "figure": "confusion matrix"},
+        ),
     log:
         "logs/plot_run/{run}.log",
+    conda:
+        "../../envs/fmnist.yaml"
+    params:
+        code=codeid.code_id(codeid.PLOT_MODULES),
     script:
         "../scripts/plot_run.py"

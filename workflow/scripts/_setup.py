@@ -5,8 +5,10 @@ import sys
 import time
 from pathlib import Path
 
+# The library beside this workflow (a checkout, or a copy used as a module) comes first; without
+# one (the workflow files next to an installed fmnist), the installed package is used.
 SRC = Path(__file__).resolve().parents[2] / "src"
-if str(SRC) not in sys.path:
+if (SRC / "fmnist").is_dir() and str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
 
 
