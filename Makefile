@@ -42,9 +42,13 @@ test: setup test-deps
 test-fast: setup
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
+# Python (ruff), Snakemake files (snakefmt, the version pinned in pyproject) and the workflow
+# (snakemake --lint, for the default and the full study; --lint fails on any finding).
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/snakefmt --check .
 	$(BIN)/snakemake --lint
+	$(BIN)/snakemake --lint --configfile config/full.yaml
 
 clean-results:
 	rm -rf results reports/summary.html logs benchmarks
