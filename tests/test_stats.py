@@ -4,9 +4,13 @@ a faithful single run judged by the interval of our mean is called "outside" 16%
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+from conftest import REPO
 from scipy import stats as scipy_stats
 
 from fmnist import compare, stats
@@ -118,3 +122,23 @@ def test_single_published_run_is_judged_by_the_prediction_interval():
     )
     assert by_mean == pytest.approx(2 * scipy_stats.t.sf(4.303 / 2, 2), abs=0.01)  # 0.164
     assert by_mean > 0.14
+
+
+def test_import_layers_and_lazy_scipy():
+    """stats imports neither aggregate nor compare, compare does not import aggregate (the old
+    circle), and scipy waits for the first quantile (the Snakefile imports compare on every run)."""
+    code = (
+        "import sys\n"
+        "import fmnist.stats\n"
+        "assert not {'fmnist.compare', 'fmnist.aggregate'} & set(sys.modules), 'stats imports up'\n"
+        "import fmnist.compare\n"
+        "assert 'fmnist.aggregate' not in sys.modules, 'compare imports aggregate'\n"
+        "assert not [m for m in sys.modules if m.startswith('scipy')], 'scipy imported eagerly'\n"
+        "fmnist.stats.t_quantile(3)\n"
+        "assert 'scipy.stats' in sys.modules\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO / "src"),
+    }  # this checkout's fmnist, not an installed one
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env=env)
