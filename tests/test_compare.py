@@ -1,4 +1,4 @@
-"""Table and interval logic on small synthetic runs: known means, t-intervals, paired differences, verdicts."""
+"""Table logic on small synthetic runs: paired differences, Holm-adjusted effects, published verdicts by kind."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import math
 import pandas as pd
 import pytest
 
-from fmnist import aggregate, compare
+from fmnist import aggregate, compare, stats
 from fmnist.config import ConfigError
 
-T2 = 4.303  # Student's t, 97.5% quantile, 2 degrees of freedom
+T2 = 4.302653  # Student's t, 97.5% quantile, 2 degrees of freedom (tables round it to 4.303)
 
 
 def metric(run_id: str, acc: float | None, status: str = "ok", val: float | None = None, **extra) -> dict:
@@ -35,16 +35,6 @@ def metric(run_id: str, acc: float | None, status: str = "ok", val: float | None
 
 def runs_of(metrics: list[dict]) -> pd.DataFrame:
     return aggregate.runs_table(metrics)
-
-
-def test_mean_ci_known_values():
-    s = aggregate.mean_ci([0.90, 0.92, 0.94])
-    assert s["n"] == 3 and s["mean"] == pytest.approx(0.92)
-    assert s["std"] == pytest.approx(0.02)
-    half = T2 * 0.02 / math.sqrt(3)
-    assert (s["ci95_low"], s["ci95_high"]) == pytest.approx((0.92 - half, 0.92 + half))
-    one = aggregate.mean_ci([0.5, None, float("nan")])
-    assert one["n"] == 1 and math.isnan(one["ci95_low"])
 
 
 def test_experiments_table_counts_not_learned_seed_as_a_result():
@@ -81,10 +71,32 @@ def test_augmentation_effects_per_model_with_verdicts():
     ])
     eff = compare.augmentation_effects(runs).set_index("augmentation")
     assert list(eff.index) == ["flip", "mix"]
+    assert (eff["comparisons"] == 2).all()
     assert eff.loc["flip", "difference_mean"] == pytest.approx(2.0)
+    # t = 2 / (1 / sqrt 3) = 3.464 on 2 df: p = 0.0742 (scipy.stats.ttest_1samp([2, 1, 3], 0))
+    assert eff.loc["flip", "p_value"] == pytest.approx(0.07418, abs=1e-4)
     assert eff.loc["flip", "verdict"] == "no clear difference"  # std 1 -> half width 2.48
     assert eff.loc["mix", "difference_mean"] == pytest.approx(-2.0)
     assert eff.loc["mix", "verdict"] == "worse"  # identical differences: zero-width interval below 0
+    assert eff.loc["mix", "p_holm"] == 0.0
+
+
+def test_effects_family_is_holm_adjusted():
+    """Three augmentations each clearly better alone (p < 0.05) but not all after Holm over 3 tests."""
+    diffs = {"a": (0.020, 0.021, 0.019), "b": (0.020, 0.030, 0.010), "c": (0.020, 0.0265, 0.0135)}
+    ms = [metric(f"m.none.d.s{i}", 0.90) for i in range(3)]
+    for aug, ds in diffs.items():
+        ms += [metric(f"m.{aug}.d.s{i}", 0.90 + d) for i, d in enumerate(ds)]
+    eff = compare.augmentation_effects(runs_of(ms)).set_index("augmentation")
+    assert (eff["comparisons"] == 3).all()
+    p = {aug: stats.t_test_p([100 * d for d in ds]) for aug, ds in diffs.items()}
+    assert p["a"] < p["c"] < 0.05 < p["b"]
+    assert eff["p_value"].to_dict() == pytest.approx(p)
+    assert eff.loc["a", "p_holm"] == pytest.approx(3 * p["a"])
+    assert eff.loc["c", "p_holm"] == pytest.approx(max(3 * p["a"], 2 * p["c"]))
+    assert eff.loc["a", "verdict"] == "better"
+    assert eff.loc["c", "verdict_unadjusted"] == "better"  # its own interval excludes 0 ...
+    assert eff.loc["c", "p_holm"] > 0.05 and eff.loc["c", "verdict"] == "no clear difference"  # ... not after Holm
 
 
 def test_leaderboard_gap_to_best_is_paired():
@@ -97,14 +109,21 @@ def test_leaderboard_gap_to_best_is_paired():
     assert board.loc["b.none.d", "gap_to_best"] == pytest.approx(-1.0)
     assert board.loc["b.none.d", "vs_best"] == "worse"
     assert board.loc["c.none.d", "gap_to_best"] == pytest.approx(-12.5)
+    # -11 and -14 on two seeds: t(1) = 8.3, p = 0.076 -> not established, whatever the size
+    assert board.loc["c.none.d", "vs_best"] == "tied"
+    assert (board["gap_comparisons"] == 2).all()
 
 
 def test_compare_published_units_metrics_and_verdicts():
     runs = runs_of([metric(f"m.none.d.s{i}", a, val=v) for i, (a, v) in
                     enumerate([(0.90, 0.92), (0.91, 0.93), (0.92, 0.94)])])
+    # ours: 90, 91, 92 (%): mean 91, s 1; CI of the mean 91 +- 2.48, prediction interval 91 +- 4.97
+    half_ci, half_pi = T2 / math.sqrt(3), T2 * math.sqrt(1 + 1 / 3)
     published = [
         {"source": "A", "experiment": "m.none.d", "label": "inside", "metric": "test_accuracy", "value": 91.0, "epochs": 40},
-        {"source": "A", "experiment": "m.none.d", "label": "above", "metric": "test_accuracy", "value": 95.0},
+        {"source": "A", "experiment": "m.none.d", "label": "pi-only", "metric": "test_accuracy", "value": 94.5},
+        {"source": "A", "experiment": "m.none.d", "label": "above", "metric": "test_accuracy", "value": 96.5},
+        {"source": "A", "experiment": "m.none.d", "label": "below", "metric": "test_accuracy", "value": 85.0},
         {"source": "B", "experiment": "m.none.d", "label": "val", "metric": "val_accuracy", "value": 93.5},
         {"source": "C", "experiment": "m.none.d", "label": "fig", "metric": "test_accuracy", "value": None},
         {"source": "D", "experiment": "x.none.d", "label": "absent", "metric": "test_accuracy", "value": 90.0},
@@ -112,15 +131,62 @@ def test_compare_published_units_metrics_and_verdicts():
     ]
     t = compare.compare_published(published, runs).set_index("label")
     assert t.loc["inside", "reproduced_mean"] == pytest.approx(91.0)
-    assert t.loc["inside", "difference"] == pytest.approx(0.0) and t.loc["inside", "verdict"] == "inside"
+    assert (t.loc["inside", "reproduced_ci95_low"], t.loc["inside", "reproduced_ci95_high"]) == pytest.approx((91 - half_ci, 91 + half_ci))
+    assert (t.loc["inside", "reproduced_pi95_low"], t.loc["inside", "reproduced_pi95_high"]) == pytest.approx((91 - half_pi, 91 + half_pi))
+    assert t.loc["inside", "difference"] == pytest.approx(0.0) and t.loc["inside", "verdict"] == "consistent"
     assert t.loc["inside", "published_epochs"] == 40 and t.loc["inside", "our_epochs_max"] == 10
-    assert t.loc["above", "verdict"] == "above" and t.loc["above", "difference"] == pytest.approx(-4.0)
+    # outside the CI of our mean (the old verdict said "above") but a plausible single run of ours
+    assert t.loc["pi-only", "published"] > t.loc["pi-only", "reproduced_ci95_high"]
+    assert t.loc["pi-only", "verdict"] == "consistent"
+    assert t.loc["above", "verdict"] == "above" and t.loc["above", "difference"] == pytest.approx(-5.5)
+    assert t.loc["above", "reading"] == "published better"
+    assert t.loc["below", "verdict"] == "below" and t.loc["below", "reading"] == "published worse"
     assert t.loc["val", "reproduced_mean"] == pytest.approx(93.0)  # best validation accuracy, not test
-    assert t.loc["val", "verdict"] == "inside"
+    assert t.loc["val", "verdict"] == "consistent"
     assert t.loc["fig", "verdict"] == "figure only" and math.isnan(t.loc["fig", "difference"])
     assert t.loc["absent", "verdict"] == "not run" and t.loc["absent", "status"] == "not run"
     assert t.loc["speed", "reproduced_mean"] == pytest.approx(2.0)  # 8 s over 4 epochs
-    assert t.loc["speed", "verdict"] == "below"
+    assert t.loc["speed", "kind"] == "timing" and t.loc["speed", "verdict"] == "not judged"
+    assert set(t["verdict"]) - {"differs"} <= {v for v in compare.VERDICT_HELP}  # every verdict explained
+
+
+def test_published_losses_counts_and_few_seeds():
+    runs = runs_of([metric(f"m.none.d.s{i}", 0.9, test_loss=loss, params=173_962)
+                    for i, loss in enumerate([0.30, 0.31, 0.32])]
+                   + [metric(f"k.none.d.s{i}", 0.9) for i in range(2)])
+    published = [
+        {"source": "A", "experiment": "m.none.d", "label": "loss-high", "metric": "test_loss", "value": 0.50},
+        {"source": "A", "experiment": "m.none.d", "label": "loss-low", "metric": "test_loss", "value": 0.20},
+        {"source": "A", "experiment": "m.none.d", "label": "loss-ok", "metric": "test_loss", "value": 0.33},
+        {"source": "D", "experiment": "m.none.d", "label": "rounded", "metric": "params", "value": 173_000},
+        {"source": "D", "experiment": "m.none.d", "label": "other", "metric": "params", "value": 150_000},
+        {"source": "D", "experiment": "k.none.d", "label": "two-seeds", "metric": "test_accuracy", "value": 50.0},
+    ]
+    t = compare.compare_published(published, runs).set_index("label")
+    # a published loss above our interval is a worse run, below it a better one
+    assert t.loc["loss-high", "verdict"] == "above" and t.loc["loss-high", "reading"] == "published worse"
+    assert t.loc["loss-low", "verdict"] == "below" and t.loc["loss-low", "reading"] == "published better"
+    assert t.loc["loss-ok", "verdict"] == "consistent" and t.loc["loss-ok", "reading"] == ""
+    # zero spread over seeds: a count is compared exactly, never by an interval
+    assert t.loc["rounded", "kind"] == "count" and t.loc["rounded", "verdict"] == "matches"
+    assert t.loc["rounded", "relative_difference"] == pytest.approx(962 / 173_000)
+    assert t.loc["other", "verdict"] == "differs by +16.0%"
+    assert t.loc["two-seeds", "seeds"] == 2 and t.loc["two-seeds", "verdict"] == "too few seeds"
+
+
+def test_metric_kinds_default_and_checks(monkeypatch):
+    assert compare.metric_spec("test_accuracy") == ("test_accuracy", 100.0, "test accuracy (%)", "score", "higher")
+    assert compare.metric_spec("val_loss").better == "lower"
+    # a metric added as a plain 3-tuple is a score; "loss" in its name makes lower better
+    monkeypatch.setitem(compare.METRICS, "train_loss", ("train_loss", 1.0, "training loss"))
+    monkeypatch.setitem(compare.METRICS, "test_f1", ("f1_macro", 100.0, "macro F1 (%)"))
+    assert compare.metric_spec("train_loss")[3:] == ("score", "lower")
+    assert compare.metric_spec("test_f1")[3:] == ("score", "higher")
+    monkeypatch.setitem(compare.METRICS, "odd", ("x", 1.0, "x", "ratio"))
+    with pytest.raises(ConfigError, match="kind 'ratio' is not one of score, count, timing"):
+        compare.metric_spec("odd")
+    with pytest.raises(ConfigError, match="unknown published metric 'top5'"):
+        compare.metric_spec("top5")
 
 
 def test_load_published_validates_entries(tmp_path):
@@ -199,4 +265,5 @@ def test_write_all_writes_csv_and_markdown_tables(tmp_path):
         md = (tmp_path / "tables" / f"{name}.md").read_text()
         assert md.startswith("| ") and "|---|" in md
     assert out["effects"]["difference_mean"].iloc[0] == pytest.approx(1.75)
-    assert pd.read_csv(tmp_path / "tables" / "published.csv")["verdict"].iloc[0] == "inside"
+    # two seeds: the published run is not judged against an interval with t(1) = 12.7
+    assert pd.read_csv(tmp_path / "tables" / "published.csv")["verdict"].iloc[0] == "too few seeds"

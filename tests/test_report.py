@@ -108,6 +108,10 @@ def test_sections_and_content(study):
     assert "not run" in html  # the ViT entry's experiment is not in this study
     assert "Shirt taken for T-shirt/top" in html  # most confused pair named
     assert "data:image/png;base64," in html and "src=\"http" not in html
+    # a published single run is judged by the prediction interval; every verdict is explained
+    assert "95% prediction interval" in html and 'id="verdict-help"' in html
+    assert "lies inside our 95% prediction interval" in html
+    assert "This table holds <b>1 comparison</b>" in html  # one augmentation effect in the family
 
 
 def _chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess:

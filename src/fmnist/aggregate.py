@@ -1,4 +1,7 @@
-"""Collect per-run metrics into tables: one row per run, and mean/std/95% CI over seeds per experiment."""
+"""Collect per-run metrics into tables: one row per run, and mean/std/95% CI over seeds per experiment.
+
+Builds on fmnist.stats (intervals) and fmnist.compare (findings); neither imports this module.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +10,10 @@ import math
 from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom; 1.96 beyond.
-_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-         2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-         2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+from fmnist import compare
+from fmnist.stats import mean_ci
 
 EXPERIMENT_KEYS = ["model", "augmentation", "setting"]
 
@@ -24,24 +24,6 @@ RUN_COLUMNS = [
     "trainable_params", "train_seconds", "images_per_second", "peak_memory_mb", "device",
     "device_name", "n_train", "config_hash", "seconds_per_epoch",
 ]
-
-
-def t_quantile_975(df: int) -> float:
-    if df < 1:
-        return float("nan")
-    return _T975[df - 1] if df <= len(_T975) else 1.96
-
-
-def mean_ci(values: Iterable[float]) -> dict:
-    """n, mean, sample std and the 95% t-interval of the mean (NaN where undefined)."""
-    x = np.asarray([v for v in values if v is not None and not pd.isna(v)], dtype=float)
-    n = len(x)
-    if n == 0:
-        return {"n": 0, "mean": math.nan, "std": math.nan, "ci95_low": math.nan, "ci95_high": math.nan}
-    mean = float(x.mean())
-    std = float(x.std(ddof=1)) if n > 1 else math.nan
-    half = t_quantile_975(n - 1) * std / math.sqrt(n) if n > 1 else math.nan
-    return {"n": n, "mean": mean, "std": std, "ci95_low": mean - half, "ci95_high": mean + half}
 
 
 def load_metrics(paths: Iterable[Path | str]) -> list[dict]:
@@ -127,8 +109,6 @@ def write_all(metric_paths: Iterable[Path | str], studies: dict[str, list[str]],
               sweeps: list[dict] | None = None, baseline: str = "none") -> dict[str, pd.DataFrame]:
     """runs.csv, experiments.csv and results/tables/*.csv|md: leaderboard, published, effects,
     one table per study and per sweep."""
-    from fmnist import compare
-
     metrics = load_metrics(metric_paths)
     runs = runs_table(metrics)
     exps = experiments_table(runs)

@@ -1,8 +1,10 @@
 """Findings from the runs table: published beside reproduced, paired effects, gaps to the best, sweeps, Pareto fronts.
 
-Torch-free (pandas only). Intervals are Student's t 95% intervals of a mean over seeds; differences
-between two experiments are paired by seed (same data split and seed, different model or
-augmentation), which removes the seed-to-seed spread they share.
+Torch-free (pandas and fmnist.stats). A published figure is one run, so it is judged against the
+95% prediction interval of our seeds (where one more run of ours would fall), not the interval of
+our mean. Differences between two experiments are paired by seed (same data split and seed,
+different model or augmentation), which removes the seed-to-seed spread they share; a table of
+such differences is one family of tests, Holm-adjusted, and says how many it holds.
 """
 
 from __future__ import annotations
@@ -10,23 +12,84 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 import yaml
 
-from fmnist.aggregate import mean_ci
+from fmnist import stats
 from fmnist.config import ConfigError, validate
+from fmnist.stats import mean_ci
 
-METRICS: dict[str, tuple[str, float, str]] = {
-    "test_accuracy": ("test_accuracy", 100.0, "test accuracy (%)"),
-    "val_accuracy": ("best_val_accuracy", 100.0, "best validation accuracy (%)"),
-    "test_loss": ("test_loss", 1.0, "test loss"),
-    "val_loss": ("best_val_loss", 1.0, "best validation loss"),
-    "seconds_per_epoch": ("seconds_per_epoch", 1.0, "seconds per epoch"),
-    "params": ("params", 1.0, "parameters"),
+
+class Metric(NamedTuple):
+    """How a published metric is read from runs.csv and judged."""
+
+    column: str
+    """runs.csv column."""
+    factor: float
+    """factor from the column's unit to the published unit (100 for a fraction shown in %)."""
+    description: str
+    kind: str = "score"
+    """score: a result that varies by seed, judged by the prediction interval (accuracy, loss,
+    precision, recall, F1); count: a fixed number compared exactly (parameters); timing: hardware
+    dependent, shown beside ours and never judged (seconds per epoch)."""
+    better: str | None = None
+    """higher or lower; None: lower for a metric whose name holds "loss", else higher."""
+
+
+METRICS: dict[str, tuple] = {
+    "test_accuracy": Metric("test_accuracy", 100.0, "test accuracy (%)"),
+    "val_accuracy": Metric("best_val_accuracy", 100.0, "best validation accuracy (%)"),
+    "test_loss": Metric("test_loss", 1.0, "test loss", "score", "lower"),
+    "val_loss": Metric("best_val_loss", 1.0, "best validation loss", "score", "lower"),
+    "seconds_per_epoch": Metric("seconds_per_epoch", 1.0, "seconds per epoch", "timing"),
+    "params": Metric("params", 1.0, "parameters", "count"),
 }
-"""published metric -> (runs.csv column, factor to the published unit, description)."""
+"""published metric -> Metric(runs.csv column, factor to the published unit, description[, kind[, better]]).
+
+Add a metric with one line here (and its runs.csv column in aggregate.RUN_COLUMNS). A plain
+3-tuple (column, factor, description) is read as a score (judged by the prediction interval),
+higher is better unless its name holds "loss"; give kind "count" or "timing" otherwise."""
+
+KINDS = ("score", "count", "timing")
+COUNT_TOLERANCE = 0.01
+"""A count (parameters) "matches" a published one within this relative difference: the reports
+round (173,000 for 173,962) and may count a bias or a normalisation layer differently."""
+
+VERDICT_HELP: dict[str, str] = {
+    "consistent": "the published run lies inside our 95% prediction interval: one more run of ours "
+    "could well have given it.",
+    "above": "the published run lies above our 95% prediction interval: higher than one more run of "
+    "ours would give 95% of the time (for a loss, higher is worse).",
+    "below": "the published run lies below our 95% prediction interval: lower than one more run of "
+    "ours would give 95% of the time (for a loss, lower is better).",
+    "too few seeds": f"fewer than {stats.MIN_SEEDS_FOR_VERDICT} of our seeds have a value: the "
+    "prediction interval would be too wide to judge (t with 1 degree of freedom is 12.7).",
+    "no result": "the experiment ran but no seed produced this metric (every run diverged).",
+    "figure only": "the report showed this result in a figure without a number.",
+    "not run": "this config does not run the experiment (config/full.yaml runs them all).",
+    "matches": f"a parameter count within {COUNT_TOLERANCE:.0%} of the published one (reports round "
+    "their counts).",
+    "differs by x%": f"a parameter count more than {COUNT_TOLERANCE:.0%} away from the published one; "
+    "the sign is ours relative to theirs.",
+    "not judged": "a timing from other hardware: shown beside ours, never given a verdict.",
+}
+"""One sentence per published-vs-reproduced verdict, shown beside the table in the report."""
+
+
+def metric_spec(name: str) -> Metric:
+    """The Metric of a published metric name, its kind checked and its direction filled in."""
+    if name not in METRICS:
+        raise ConfigError(f"unknown published metric {name!r}; known: {', '.join(METRICS)}. "
+                          "Add it to fmnist.compare.METRICS (one line).")
+    spec = Metric(*METRICS[name])
+    if spec.kind not in KINDS:
+        raise ConfigError(f"fmnist.compare.METRICS[{name!r}]: kind {spec.kind!r} is not one of {', '.join(KINDS)}.")
+    better = spec.better or ("lower" if "loss" in name else "higher")
+    if better not in ("higher", "lower"):
+        raise ConfigError(f"fmnist.compare.METRICS[{name!r}]: better {better!r} is not higher or lower.")
+    return spec._replace(better=better)
 
 EXPERIMENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*\.[A-Za-z0-9][A-Za-z0-9_-]*\.[A-Za-z0-9][A-Za-z0-9_-]*$"
 
@@ -99,93 +162,162 @@ def check_report_config(report: dict, studies: dict[str, list[str]]) -> None:
 
 
 def _stats(values: pd.Series, factor: float = 1.0) -> dict:
-    return mean_ci(float(v) * factor for v in values if v is not None and not pd.isna(v))
+    return stats.describe(float(v) * factor for v in values if v is not None and not pd.isna(v))
 
 
-def verdict_inside(value: float | None, stats: dict) -> str:
-    """Where a published figure lies relative to our interval: inside, above, below, or why not known."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def verdict_score(value: float | None, summary: dict) -> str:
+    """Whether a published single run is consistent with one more run of ours: inside our 95%
+    prediction interval (`consistent`), `above` or `below` it, or why that is not known."""
+    if _missing(value):
         return "figure only"
-    if stats["n"] == 0:
+    if summary["n"] == 0:
         return "no result"
-    if stats["n"] < 2:
-        return "one seed: no interval"
-    if stats["ci95_low"] <= value <= stats["ci95_high"]:
-        return "inside"
-    return "above" if value > stats["ci95_high"] else "below"
+    if summary["n"] < stats.MIN_SEEDS_FOR_VERDICT:
+        return "too few seeds"
+    if summary["pi95_low"] <= value <= summary["pi95_high"]:
+        return "consistent"
+    return "above" if value > summary["pi95_high"] else "below"
+
+
+def verdict_count(value: float | None, ours: float) -> tuple[str, float]:
+    """A count (parameters) compared exactly: `matches` within COUNT_TOLERANCE, else `differs by x%`
+    (ours relative to the published count); with the relative difference."""
+    if _missing(value):
+        return "figure only", math.nan
+    if _missing(ours):
+        return "no result", math.nan
+    if value == 0:
+        return ("matches", 0.0) if ours == 0 else ("differs", math.inf)
+    relative = (ours - value) / abs(value)
+    if abs(relative) <= COUNT_TOLERANCE:
+        return "matches", relative
+    return f"differs by {100 * relative:+.1f}%", relative
+
+
+def reading(verdict: str, better: str) -> str:
+    """What above/below mean for the published run, given the metric's direction."""
+    if verdict not in ("above", "below"):
+        return ""
+    return "published better" if (verdict == "above") == (better == "higher") else "published worse"
 
 
 def compare_published(published: list[dict], runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per published figure: the figure, our mean/std/CI in the same unit, difference, verdict."""
+    """One row per published figure: the figure, our mean/std/CI of the mean/prediction interval in
+    the same unit, difference, and the verdict of the metric's kind (score, count or timing)."""
     rows = []
     for e in published:
-        column, factor, description = METRICS[e["metric"]]
+        spec = metric_spec(e["metric"])
         group = runs[runs["experiment"] == e["experiment"]] if len(runs) else runs
-        values = group[column] if column in group else pd.Series(dtype=float)
-        stats = _stats(values, factor)
+        values = group[spec.column] if spec.column in group else pd.Series(dtype=float)
+        summary = _stats(values, spec.factor)
         value = e["value"]
         ran = len(group) > 0
         statuses = group["status"].value_counts().to_dict() if ran else {}
-        diff = stats["mean"] - value if value is not None and stats["n"] else math.nan
+        diff = summary["mean"] - value if value is not None and summary["n"] else math.nan
+        relative = math.nan
+        if not ran:
+            verdict = "not run"
+        elif spec.kind == "count":
+            verdict, relative = verdict_count(value, summary["mean"])
+        elif spec.kind == "timing":
+            verdict = "not judged"
+        else:
+            verdict = verdict_score(value, summary)
         rows.append({
             "source": e["source"],
             "study": e.get("study") or "",
             "label": e["label"],
             "experiment": e["experiment"],
             "metric": e["metric"],
-            "metric_description": description,
+            "metric_description": spec.description,
+            "kind": spec.kind,
+            "better": spec.better,
             "published": math.nan if value is None else float(value),
             "published_epochs": e.get("epochs"),
-            "seeds": stats["n"],
+            "seeds": summary["n"],
             "runs": len(group),
             "status": ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) if ran else "not run",
             "our_epochs_run_mean": float(group["epochs_run"].mean()) if ran else math.nan,
             "our_epochs_max": int(group["epochs_max"].max()) if ran else None,
-            "reproduced_mean": stats["mean"],
-            "reproduced_std": stats["std"],
-            "reproduced_ci95_low": stats["ci95_low"],
-            "reproduced_ci95_high": stats["ci95_high"],
+            "reproduced_mean": summary["mean"],
+            "reproduced_std": summary["std"],
+            "reproduced_ci95_low": summary["ci95_low"],
+            "reproduced_ci95_high": summary["ci95_high"],
+            "reproduced_pi95_low": summary["pi95_low"],
+            "reproduced_pi95_high": summary["pi95_high"],
             "difference": diff,
-            "verdict": verdict_inside(value, stats) if ran else "not run",
+            "relative_difference": relative,
+            "verdict": verdict,
+            "reading": reading(verdict, spec.better),
             "note": e.get("note") or "",
         })
     return pd.DataFrame(rows, columns=PUBLISHED_COLUMNS)
 
 
 PUBLISHED_COLUMNS = [
-    "source", "study", "label", "experiment", "metric", "metric_description", "published",
-    "published_epochs", "seeds", "runs", "status", "our_epochs_run_mean", "our_epochs_max",
-    "reproduced_mean", "reproduced_std", "reproduced_ci95_low", "reproduced_ci95_high",
-    "difference", "verdict", "note",
+    "source", "study", "label", "experiment", "metric", "metric_description", "kind", "better",
+    "published", "published_epochs", "seeds", "runs", "status", "our_epochs_run_mean",
+    "our_epochs_max", "reproduced_mean", "reproduced_std", "reproduced_ci95_low",
+    "reproduced_ci95_high", "reproduced_pi95_low", "reproduced_pi95_high", "difference",
+    "relative_difference", "verdict", "reading", "note",
 ]
 
 
 def paired_difference(runs: pd.DataFrame, exp_a: str, exp_b: str, column: str = "test_accuracy",
                       factor: float = 100.0) -> dict:
-    """Mean and 95% t-interval of (a - b) over the seeds where both experiments have a value."""
-    a = runs.loc[runs["experiment"] == exp_a, ["seed", column]].dropna()
-    b = runs.loc[runs["experiment"] == exp_b, ["seed", column]].dropna()
-    both = a.merge(b, on="seed", suffixes=("_a", "_b"))
-    diffs = (both[f"{column}_a"] - both[f"{column}_b"]) * factor
-    stats = mean_ci(diffs)
-    return {**stats, "seeds": " ".join(str(int(s)) for s in sorted(both["seed"]))}
+    """Mean, 95% t-interval and paired t-test p-value of (a - b) over the seeds where both
+    experiments have a value."""
+    def by_seed(exp: str) -> dict[int, float]:
+        rows = runs.loc[runs["experiment"] == exp, ["seed", column]]
+        return {int(seed): value for seed, value in zip(rows["seed"], rows[column], strict=True)}
+
+    seeds, diffs = stats.paired_differences(by_seed(exp_a), by_seed(exp_b))
+    diffs = diffs * factor
+    return {**mean_ci(diffs), "p_value": stats.t_test_p(diffs), "seeds": " ".join(map(str, seeds))}
 
 
-def verdict_difference(stats: dict) -> str:
-    """Whether a paired difference is distinguishable from zero at 95%."""
-    if stats["n"] == 0:
+ALPHA = 1 - stats.LEVEL
+
+
+def verdict_difference(summary: dict, p_adjusted: float | None = None) -> str:
+    """Whether a paired difference is distinguishable from zero: by its Holm-adjusted p-value when
+    given (one test of a family), else by its own 95% interval (unadjusted)."""
+    if summary["n"] == 0:
         return "no common seed"
-    if stats["n"] < 2 or math.isnan(stats["ci95_low"]):
+    if summary["n"] < 2 or math.isnan(summary["ci95_low"]):
         return "one seed: no interval"
-    if stats["ci95_low"] > 0:
+    if p_adjusted is not None:
+        if math.isnan(p_adjusted) or p_adjusted >= ALPHA:
+            return "no clear difference"
+        return "better" if summary["mean"] > 0 else "worse"
+    if summary["ci95_low"] > 0:
         return "better"
-    if stats["ci95_high"] < 0:
+    if summary["ci95_high"] < 0:
         return "worse"
     return "no clear difference"
 
 
+def _holm_verdicts(rows: list[dict]) -> None:
+    """Adjust the family of `rows` (each with `_summary`) by Holm: p_holm, comparisons, verdicts."""
+    adjusted = stats.holm([r["_summary"]["p_value"] for r in rows])
+    family = sum(1 for p in adjusted if not math.isnan(p))
+    for r, p in zip(rows, adjusted, strict=True):
+        summary = r.pop("_summary")
+        r["p_value"] = summary["p_value"]
+        r["p_holm"] = p
+        r["comparisons"] = family
+        r["verdict_unadjusted"] = verdict_difference(summary)
+        r["verdict"] = verdict_difference(summary, p)
+
+
 def augmentation_effects(runs: pd.DataFrame, baseline: str = "none") -> pd.DataFrame:
-    """For each model and setting: each augmentation's change in test accuracy (points) vs `baseline`, paired by seed."""
+    """For each model and setting: each augmentation's change in test accuracy (points) vs
+    `baseline`, paired by seed. The whole table is one family: `comparisons` says how many tests it
+    holds and `verdict` uses Holm-adjusted p-values (`verdict_unadjusted`: each interval alone)."""
     rows = []
     if not len(runs):
         return pd.DataFrame(columns=EFFECT_COLUMNS)
@@ -196,42 +328,52 @@ def augmentation_effects(runs: pd.DataFrame, baseline: str = "none") -> pd.DataF
             continue
         base_exp = base["experiment"].iloc[0]
         for _, row in group[group["augmentation"] != baseline].iterrows():
-            stats = paired_difference(runs, row["experiment"], base_exp)
+            summary = paired_difference(runs, row["experiment"], base_exp)
             rows.append({
                 "model": model, "setting": setting, "augmentation": row["augmentation"],
                 "baseline": baseline, "experiment": row["experiment"], "baseline_experiment": base_exp,
-                "pairs": stats["n"], "seeds": stats["seeds"], "difference_mean": stats["mean"],
-                "difference_std": stats["std"], "ci95_low": stats["ci95_low"],
-                "ci95_high": stats["ci95_high"], "verdict": verdict_difference(stats),
+                "pairs": summary["n"], "seeds": summary["seeds"], "difference_mean": summary["mean"],
+                "difference_std": summary["std"], "ci95_low": summary["ci95_low"],
+                "ci95_high": summary["ci95_high"], "_summary": summary,
             })
+    _holm_verdicts(rows)
     return pd.DataFrame(rows, columns=EFFECT_COLUMNS)
 
 
 EFFECT_COLUMNS = [
     "model", "setting", "augmentation", "baseline", "experiment", "baseline_experiment", "pairs",
-    "seeds", "difference_mean", "difference_std", "ci95_low", "ci95_high", "verdict",
+    "seeds", "difference_mean", "difference_std", "ci95_low", "ci95_high", "p_value", "p_holm",
+    "comparisons", "verdict_unadjusted", "verdict",
 ]
 
 
 def leaderboard(experiments: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """The experiments table ranked by mean test accuracy, with each row's paired gap to the top one."""
+    """The experiments table ranked by mean test accuracy, with each row's paired gap to the top one.
+    The gaps are one family (`gap_comparisons` tests): `vs_best` is tied unless the Holm-adjusted
+    p-value is below 5%."""
     board = experiments.copy().reset_index(drop=True)
     board.insert(0, "rank", range(1, len(board) + 1))
-    gaps = []
-    top = board["experiment"].iloc[0] if len(board) else None
+    if not len(board):
+        return board
+    top = board["experiment"].iloc[0]
+    rows = []
     for exp in board["experiment"]:
         if exp == top:
-            gaps.append({"gap_to_best": 0.0, "gap_ci95_low": math.nan, "gap_ci95_high": math.nan,
-                         "vs_best": "best"})
             continue
-        stats = paired_difference(runs, exp, top)
-        verdict = verdict_difference(stats)
-        gaps.append({
-            "gap_to_best": stats["mean"], "gap_ci95_low": stats["ci95_low"],
-            "gap_ci95_high": stats["ci95_high"],
-            "vs_best": {"worse": "worse", "no clear difference": "tied", "better": "better"}.get(verdict, verdict),
-        })
-    return pd.concat([board, pd.DataFrame(gaps, index=board.index)], axis=1) if len(board) else board
+        summary = paired_difference(runs, exp, top)
+        rows.append({"experiment": exp, "gap_to_best": summary["mean"], "gap_ci95_low": summary["ci95_low"],
+                     "gap_ci95_high": summary["ci95_high"], "_summary": summary})
+    _holm_verdicts(rows)
+    names = {"worse": "worse", "no clear difference": "tied", "better": "better"}
+    gaps = {r["experiment"]: {
+        "gap_to_best": r["gap_to_best"], "gap_ci95_low": r["gap_ci95_low"], "gap_ci95_high": r["gap_ci95_high"],
+        "gap_p_holm": r["p_holm"], "gap_comparisons": r["comparisons"],
+        "vs_best": names.get(r["verdict"], r["verdict"]),
+    } for r in rows}
+    best = {"gap_to_best": 0.0, "gap_ci95_low": math.nan, "gap_ci95_high": math.nan, "gap_p_holm": math.nan,
+            "gap_comparisons": rows[0]["comparisons"] if rows else 0, "vs_best": "best"}
+    table = pd.DataFrame([gaps.get(exp, best) for exp in board["experiment"]], index=board.index)
+    return pd.concat([board, table], axis=1)
 
 
 def config_value(config: dict, key: str):
@@ -274,11 +416,11 @@ def sweep_table(runs: pd.DataFrame, configs: dict[str, dict], run_ids: list[str]
             taken = sum(1 for v in lines.values() if v.split(" #")[0] == base)
             lines[info["rest"]] = base if not taken else f"{base} #{taken + 1}"
         group = runs[runs["experiment"] == exp]
-        stats = _stats(group["test_accuracy"], 100.0) if len(group) else mean_ci([])
+        summary = _stats(group["test_accuracy"], 100.0) if len(group) else mean_ci([])
         rows.append({
             "sweep": sweep["name"], "x_key": key, "x": _label(info["x"]), "x_numeric": _numeric(info["x"]),
-            "line": lines[info["rest"]], "experiment": exp, "seeds": stats["n"], "mean": stats["mean"],
-            "std": stats["std"], "ci95_low": stats["ci95_low"], "ci95_high": stats["ci95_high"],
+            "line": lines[info["rest"]], "experiment": exp, "seeds": summary["n"], "mean": summary["mean"],
+            "std": summary["std"], "ci95_low": summary["ci95_low"], "ci95_high": summary["ci95_high"],
         })
     df = pd.DataFrame(rows, columns=["sweep", "x_key", "x", "x_numeric", "line", "experiment", "seeds",
                                      "mean", "std", "ci95_low", "ci95_high"])

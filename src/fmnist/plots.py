@@ -88,7 +88,9 @@ def effects(effects_csv: Path | str, out: Path | str) -> None:
         ax.set_yticks(y, labels, fontsize=8)
         ax.set_xlabel(f"change in test accuracy vs '{df['baseline'].iloc[0]}' (percentage points, paired by seed)")
         ax.grid(axis="x", alpha=0.3)
-        ax.set_title("Augmentation effects: mean and 95% interval; green/red: interval excludes 0", fontsize=10)
+        family = int(df["comparisons"].iloc[0]) if "comparisons" in df else n
+        ax.set_title(f"Augmentation effects: mean and unadjusted 95% interval; green/red: better/worse "
+                     f"after Holm over {family} comparisons", fontsize=9)
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)

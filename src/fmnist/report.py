@@ -87,6 +87,28 @@ def fmt_metric(x, metric: str) -> str:
     return f"{min(max(x, 0.0), 100.0):.2f}"  # accuracies in percent; a wide t-interval can pass 100
 
 
+def fmt_pvalue(p) -> str:
+    """A p-value: three decimals, or "< 0.001"."""
+    if _nan(p):
+        return ""
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def verdict_class(verdict) -> str:
+    """The CSS class of a verdict badge: `v-` and the verdict's words joined by dashes; every
+    "differs by x%" shares `v-differs`."""
+    text = "" if _nan(verdict) else str(verdict)
+    if text.startswith("differs"):
+        return "v-differs"
+    return "v-" + "-".join("".join(c for c in text.lower() if c.isalnum() or c == " ").split())
+
+
+def verdict_counts(verdicts: list[str]) -> dict[str, int]:
+    """How many rows carry each verdict, every "differs by x%" counted as one "differs"."""
+    keys = ["differs" if str(v).startswith("differs") else str(v) for v in verdicts]
+    return pd.Series(keys, dtype=object).value_counts().to_dict() if keys else {}
+
+
 def fmt_duration(seconds) -> str:
     if _nan(seconds):
         return ""
@@ -146,6 +168,7 @@ def headline(board: list[dict], effects: list[dict]) -> dict:
     best = ranked[0]
     return {
         "best": best,
+        "effect_comparisons": effects[0]["comparisons"] if effects else 0,
         "few_seeds": min((e["n"] for e in ranked), default=0) < 3,
         "tied": [e for e in ranked[1:] if e.get("vs_best") == "tied"],
         "helps": [e for e in effects if e["verdict"] == "better"],
@@ -168,7 +191,7 @@ def build_context(runs_csv, experiments_csv, tables_dir, studies: dict[str, list
     per_report = []
     for source in sorted({p["source"] for p in published}):
         rows = [p for p in published if p["source"] == source]
-        counts = pd.Series([r["verdict"] for r in rows]).value_counts().to_dict()
+        counts = verdict_counts([r["verdict"] for r in rows])
         per_report.append({"source": source, "title": SOURCES.get(source, f"Report {source}"),
                            "rows": rows, "counts": counts})
     study_list = []
@@ -198,6 +221,7 @@ def build_context(runs_csv, experiments_csv, tables_dir, studies: dict[str, list
         "headline": headline(board, effects),
         "leaderboard": board,
         "per_report": per_report,
+        "verdict_help": compare.VERDICT_HELP,
         "effects": effects,
         "sweeps": sweep_list,
         "figures": {name: maybe_uri(figures_dir / f"{name}.png")
@@ -227,6 +251,8 @@ def render(context: dict, template: Path | str) -> str:
     env.filters["signed"] = fmt_signed
     env.filters["duration"] = fmt_duration
     env.filters["metric"] = fmt_metric
+    env.filters["pvalue"] = fmt_pvalue
+    env.filters["verdict_class"] = verdict_class
     return env.get_template(template.name).render(**context)
 
 
