@@ -19,6 +19,17 @@ try:
 except fmnist_config.ConfigError as exc:
     raise WorkflowError(f"fmnist: {exc}") from None
 
+# The run cache (README, Reliability): profiles/default turns on `--cache`; its store is
+# $SNAKEMAKE_OUTPUT_CACHE, by default cache/ in the working directory. Absolute, because Snakemake
+# links each run's outputs to their cache entries.
+RUN_CACHE = Path(os.environ.setdefault("SNAKEMAKE_OUTPUT_CACHE", str(Path("cache").resolve())))
+RUN_CACHE.mkdir(parents=True, exist_ok=True)
+
+# The command a damaged file's fix line names: the one in effect, with its --configfile.
+os.environ["FMNIST_SNAKEMAKE"] = " ".join(
+    ["snakemake"] + [f"--configfile {os.path.relpath(f)}" for f in workflow.config_settings.configfiles]
+)
+
 DATA_DIR = Path(config["data"]["dir"])
 RAW_DIR = DATA_DIR / "raw"
 PREPARED = str(DATA_DIR / "prepared" / "fashion_mnist.npz")
@@ -32,6 +43,8 @@ fmnist_data.check_cached(
     refetch_from=config["data"]["sources"],
     timeout=config["data"]["timeout"],
 )
+# A damaged prepared file is moved aside the same way; `prepare` then recomputes it.
+fmnist_data.check_prepared(PREPARED, log=lambda msg: print(msg, file=sys.stderr))
 
 
 def gpu_per_run():
