@@ -100,11 +100,17 @@ def other_run(path: Path) -> None:
     overwrite(path, (path.parents[1] / B / path.name).read_bytes())
 
 
+def unreadable(path: Path) -> None:
+    """The cache entry behind the link removed (as root, chmod cannot make a file unreadable)."""
+    os.remove(path.resolve())
+
+
 FAULTS = {
     "random_bytes": random_bytes,
     "truncated": truncate,
     "empty": empty,
     "other_run": other_run,
+    "unreadable": unreadable,
 }
 # The job that reads each run output back first: forced, since a file damaged behind Snakemake's back
 # does not by itself make any job rerun.
@@ -165,22 +171,29 @@ def test_damaged_run_output_is_named_with_its_fix(wf, name, fault):
     assert "Traceback" not in text, "a traceback instead of the one message"
     fix = fix_line(text)
     # The fix removes the damaged file and its cache entry (fetching it would bring the damage back).
-    assert str(path.resolve()) in fix and f"-- results/runs/{A}/{name}" in fix
+    assert os.path.realpath(path) in fix and f"-- results/runs/{A}/{name}" in fix
     assert "--configfile test.yaml" in fix
-    if (name, fault) in {("metrics.json", "truncated"), ("confusion.csv", "other_run")}:
+    if (name, fault) in {
+        ("metrics.json", "truncated"),
+        ("confusion.csv", "other_run"),
+    }:
         run_fix(wf, fix)  # the printed command heals it: the run is trained again
         assert json.loads(run_file(wf, "metrics.json").read_text())["run_id"] == A
         assert path.resolve().parent == (wf / "cache").resolve(), "the new result was not cached"
+        assert path.resolve().is_file()
         snakemake(wf, "--forcerun", rule, "--", target)
 
 
-def test_unreadable_run_output_heals(wf):
-    """An output whose cache entry is gone (a dangling link) reads as missing: the run is rebuilt."""
-    path = run_file(wf, "metrics.json")
-    os.remove(path.resolve())
-    snakemake(wf)
-    assert json.loads(path.read_text())["run_id"] == A
-    assert "epoch 1/1" in (wf / "logs" / "train" / f"{A}.log").read_text()
+@pytest.mark.parametrize("name", ["metrics.json", "model.pt"])
+def test_output_whose_cache_entry_is_gone_is_rebuilt(wf, name):
+    """Unreadable: the cache entry behind the link removed (as root, chmod cannot make a file unreadable)."""
+    unreadable(run_file(wf, name))
+    proc = snakemake(wf, "--", f"results/runs/{A}/{name}")
+    text = proc.stdout + proc.stderr
+    assert f"results/runs/{A}: {name} linked to removed cache entries" in text
+    assert f"Moving output file results/runs/{A}/metrics.json to cache" in text, "not trained again"
+    assert run_file(wf, name).resolve().is_file()
+    assert json.loads(run_file(wf, "metrics.json").read_text())["run_id"] == A
 
 
 def test_damaged_resume_state_is_moved_aside(wf):
@@ -203,7 +216,8 @@ def test_damaged_prepared_file_is_rebuilt_and_runs_restored(wf, fault):
     prepared = wf / "data" / "prepared" / "fashion_mnist.npz"
     good = prepared.read_bytes()
     FAULTS[fault](prepared)
-    proc = snakemake(wf)
+    # Moved aside at start-up; rebuilt when a job needs it (here: run A asked to train again).
+    proc = snakemake(wf, "--forcerun", "train", "--", f"results/runs/{A}/metrics.json")
     text = proc.stdout + proc.stderr
     assert (
         f"[fmnist] {Path('data/prepared/fashion_mnist.npz')}" in text
@@ -211,7 +225,7 @@ def test_damaged_prepared_file_is_rebuilt_and_runs_restored(wf, fault):
     )
     assert len(list(prepared.parent.glob("fashion_mnist.npz.corrupt-*"))) == 1
     assert len(prepared.read_bytes()) == len(good)
-    # The runs depend on the rebuilt file but are restored from the run cache, not trained again.
+    # The run depends on the rebuilt file but is restored from the run cache, not trained again.
     assert f"Symlinking output file results/runs/{A}/metrics.json from cache" in text
     assert "to cache" not in text, "a run was trained again"
 

@@ -233,3 +233,27 @@ def check_run(run_dir: Path | str, model: bool = True) -> dict:
     if bad:
         raise DamagedFileError(bad, rerun_fix(p for p, _ in bad))
     return metrics
+
+
+def unlink_lost_outputs(run_dirs: Iterable[Path | str], log=print) -> list[Path]:
+    """Remove the output links of runs whose cache entries are gone; return the runs treated.
+
+    A link to a removed cache entry makes Snakemake stop ("Unable to obtain modification time").
+    Removing the run's output links (only links: nothing is lost, the entries they point to are
+    gone or still in the cache) makes its outputs missing, so Snakemake restores or retrains them.
+    """
+    treated = []
+    for run_dir in map(Path, run_dirs):
+        links = [run_dir / n for n in RUN_OUTPUTS if (run_dir / n).is_symlink()]
+        lost = [p for p in links if not p.exists()]
+        if not lost:
+            continue
+        for p in links:
+            p.unlink()
+        treated.append(run_dir)
+        names = ", ".join(p.name for p in lost)
+        log(
+            f"[fmnist] {run_dir}: {names} linked to removed cache entries; "
+            "its outputs will be restored from the cache or trained again"
+        )
+    return treated

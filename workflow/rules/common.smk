@@ -11,6 +11,7 @@ from fmnist import compare  # noqa: E402
 from fmnist import config as fmnist_config  # noqa: E402
 from fmnist import data as fmnist_data  # noqa: E402
 from fmnist import experiments  # noqa: E402
+from fmnist import integrity as fmnist_integrity  # noqa: E402
 
 try:
     fmnist_config.validate(config)
@@ -25,10 +26,11 @@ except fmnist_config.ConfigError as exc:
 RUN_CACHE = Path(os.environ.setdefault("SNAKEMAKE_OUTPUT_CACHE", str(Path("cache").resolve())))
 RUN_CACHE.mkdir(parents=True, exist_ok=True)
 
-# The command a damaged file's fix line names: the one in effect, with its --configfile.
-os.environ["FMNIST_SNAKEMAKE"] = " ".join(
+# The command a damaged file's fix line names: the one in effect, with its --configfile. Set for
+# the jobs to read (not read here, so no `envvars:` assertion applies).
+os.environ.update(FMNIST_SNAKEMAKE=" ".join(
     ["snakemake"] + [f"--configfile {os.path.relpath(f)}" for f in workflow.config_settings.configfiles]
-)
+))
 
 DATA_DIR = Path(config["data"]["dir"])
 RAW_DIR = DATA_DIR / "raw"
@@ -45,6 +47,10 @@ fmnist_data.check_cached(
 )
 # A damaged prepared file is moved aside the same way; `prepare` then recomputes it.
 fmnist_data.check_prepared(PREPARED, log=lambda msg: print(msg, file=sys.stderr))
+# Runs whose outputs link to removed cache entries are made missing, so they are rebuilt.
+fmnist_integrity.unlink_lost_outputs(
+    (RUN_DIR.format(run=r) for r in RUNS), log=lambda msg: print(msg, file=sys.stderr)
+)
 
 
 def gpu_per_run():
