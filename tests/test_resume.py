@@ -29,6 +29,7 @@ def model_numbers(run_dir: Path) -> tuple[dict, list[dict]]:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for key in TIMING_FIELDS:
         metrics.pop(key)
+    metrics["files"].pop("history.csv")  # its hash covers the per-epoch seconds
     with open(run_dir / "history.csv") as fh:
         history = [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(fh)]
     return metrics, history
@@ -62,7 +63,7 @@ def test_train_run_resumes_to_identical_numbers(tmp_path, prepared_small, recipe
     train.train_run(run, prepared_small, tmp_path / "whole", **quiet)
     with pytest.raises(SystemExit):
         train.train_run(run, prepared_small, tmp_path / "split", stop_after_epochs=2, **quiet)
-    state = torch.load(tmp_path / "split" / train.RESUME_FILE, weights_only=False)
+    state = torch.load(tmp_path / "split" / train.RESUME_FILE, weights_only=True)
     assert state["epoch"] == 2 and not (tmp_path / "split" / "metrics.json").exists()
     lines: list[str] = []
     train.train_run(run, prepared_small, tmp_path / "split", **{**quiet, "log": lines.append})
@@ -83,6 +84,51 @@ def test_resume_state_of_another_config_is_ignored(tmp_path, prepared_small):
     metrics = train.train_run(resolved_run(epochs=1), prepared_small, tmp_path, log=lines.append, **quiet)
     assert any("belongs to a different config" in line for line in lines)
     assert metrics["epochs_run"] == 1
+    assert len(list(tmp_path.glob("resume.pt.unusable-*"))) == 1, "the other config's state was not kept aside"
+
+
+class Planted:
+    """A pickle that runs code when unpickled (weights_only=False would call os.system)."""
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _truncated(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _planted(path: Path) -> None:
+    obj = Planted()
+    obj.marker = path.with_name("code-ran")
+    torch.save({"identity": "x", "payload": obj}, path)
+
+
+DAMAGE = {
+    "random_bytes": lambda p: p.write_bytes(os.urandom(5000)),
+    "truncated": _truncated,
+    "empty": lambda p: p.write_bytes(b""),
+    "planted_code": _planted,
+    "not_a_state": lambda p: torch.save({"epoch": 3}, p),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_unusable_resume_state_is_moved_aside_and_the_run_starts_over(tmp_path, prepared_small, damage):
+    """Never a crash on every retry, never code run from the file: moved aside, logged, epoch 0."""
+    quiet = {"device": "cpu", "threads": 1}
+    run = resolved_run(epochs=2)
+    with pytest.raises(SystemExit):
+        train.train_run(run, prepared_small, tmp_path, stop_after_epochs=1, log=lambda _m: None, **quiet)
+    resume = tmp_path / train.RESUME_FILE
+    DAMAGE[damage](resume)
+    lines: list[str] = []
+    metrics = train.train_run(run, prepared_small, tmp_path, log=lines.append, **quiet)
+    assert metrics["epochs_run"] == 2 and not any("resuming" in line for line in lines)
+    assert any("training from epoch 0" in line and str(resume) in line for line in lines), lines
+    assert not (tmp_path / "code-ran").exists(), "unpickling the resume file ran code"
+    [aside] = tmp_path.glob("resume.pt.unusable-*")
+    assert not resume.exists() and (aside.stat().st_size == 0) == (damage == "empty")
 
 
 # --- Snakemake jobs killed and rerun -------------------------------------------------------------
@@ -112,7 +158,7 @@ def saved_epoch(run_dir: Path) -> int:
     """The last finished epoch in the run's resume state (0 when there is none yet)."""
     path = run_dir / train.RESUME_FILE
     try:
-        return torch.load(path, weights_only=False)["epoch"]
+        return torch.load(path, weights_only=True)["epoch"]
     except FileNotFoundError:
         return 0
 

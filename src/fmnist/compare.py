@@ -130,14 +130,26 @@ def load_published(path: Path | str | None) -> list[dict]:
             f"{path}: published-figures file not found. Create it (format: config/published.yaml) "
             "or set `report: {published: ''}` in your config to leave the comparison out."
         )
+    restore = f"restore it with `git checkout -- {path}` or fix it by hand"
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text()
+        doc = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc}). Fix: {restore}.") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML (damaged or truncated): {exc}\nFix: {restore}.") from None
+    if doc is None:
+        raise ConfigError(
+            f"{path}: the file is empty. Fix: {restore}, or set `report: {{published: ''}}` in your "
+            "config to leave the comparison out."
+        )
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: holds a YAML {type(doc).__name__}, not a mapping with a `published:` list. Fix: {restore}.")
     validate(
         doc, PUBLISHED_SCHEMA, what=f"{path}: invalid published figure(s)",
         fix="Each entry needs source (A-E), experiment (<model>.<augmentation>.<setting>), "
-        f"metric (one of {', '.join(METRICS)}) and value (a number, or null for figure-only results).",
+        f"metric (one of {', '.join(METRICS)}) and value (a number, or null for figure-only results); "
+        f"or {restore}.",
     )
     entries = doc.get("published") or []
     for e in entries:

@@ -10,16 +10,20 @@ import gzip
 import hashlib
 import json
 import os
+import shlex
 import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
+
+from fmnist.integrity import DamagedFileError
 
 CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -178,15 +182,18 @@ def check_cached(
         key = [st.st_size, st.st_mtime_ns]
         if stamp.get(name) == key:
             continue
-        if sha256_file(path) == expected:
+        try:
+            digest, problem = sha256_file(path), "failed its SHA-256 check"
+        except OSError as exc:  # unreadable: as useless as a corrupt copy, and handled the same way
+            digest, problem = "", f"cannot be read ({exc.strerror or exc})"
+        if digest == expected:
             stamp[name], changed = key, True
             continue
-        aside = path.with_name(f"{name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
-        path.rename(aside)
+        aside = move_aside(path, "corrupt")
         stamp.pop(name, None)
         changed = True
         moved.append(aside)
-        log(f"[fmnist] {path} failed its SHA-256 check; moved to {aside.name}, fetching it again")
+        log(f"[fmnist] {path} {problem}; moved to {aside.name}, fetching it again")
         if refetch_from is not None:
             try:
                 fetch(name, refetch_from, path, timeout=timeout, log=log)
@@ -198,6 +205,50 @@ def check_cached(
     if changed and raw_dir.is_dir():
         atomic_write_bytes(stamp_path, json.dumps(stamp, indent=1).encode())
     return moved
+
+
+def move_aside(path: Path, why: str) -> Path:
+    """Rename `path` to `<name>.<why>-<time>` beside it (kept for inspection, never deleted)."""
+    aside = path.with_name(f"{path.name}.{why}-{time.strftime('%Y%m%dT%H%M%S')}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}.{why}-{time.strftime('%Y%m%dT%H%M%S')}-{n}")
+    try:
+        path.rename(aside)
+    except OSError as exc:
+        raise DamagedFileError(
+            [(path, f"is damaged and cannot be moved aside ({exc.strerror or exc})")],
+            f"rm -f {shlex.quote(str(path))}",
+        ) from None
+    return aside
+
+
+def check_prepared(path: Path | str, log: Callable[[str], None] = print) -> Path | None:
+    """Move a prepared file that does not load whole aside (so `prepare` rebuilds it); return where it went.
+
+    A file that loaded is remembered by size and mtime in a stamp beside it, so a repeated check costs a stat.
+    """
+    path = Path(path)
+    stamp_path = path.with_name(f".{path.name}.verified")
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    key = f"{st.st_size} {st.st_mtime_ns}"
+    try:
+        if stamp_path.read_text() == key:
+            return None
+    except OSError:
+        pass
+    try:
+        load_prepared(path)
+    except DamagedFileError as exc:
+        aside = move_aside(path, "corrupt")
+        log(f"[fmnist] {path}: {exc.problems[0][1]}; moved to {aside.name}, it will be prepared again")
+        return aside
+    atomic_write_bytes(stamp_path, key.encode())
+    return None
 
 
 def read_idx(path: Path | str) -> np.ndarray:
@@ -278,9 +329,25 @@ def prepare(
     return meta
 
 
+PREPARED_ARRAYS = [f"{split}_{kind}" for split in ("train", "val", "test") for kind in ("images", "labels", "index")]
+
+
 def load_prepared(path: Path | str) -> tuple[dict[str, np.ndarray], dict]:
-    """The arrays of a prepared file and its metadata."""
-    with np.load(path) as npz:
-        arrays = {k: npz[k] for k in npz.files if k != "meta"}
-        meta = json.loads(str(npz["meta"]))
+    """The arrays of a prepared file and its metadata; a damaged file raises DamagedFileError."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files if k != "meta"}
+            meta = json.loads(str(npz["meta"]))
+        missing = [k for k in PREPARED_ARRAYS if k not in arrays]
+        if missing:
+            raise ValueError(f"lacks the array(s) {', '.join(missing)}")
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        problem = f"not a complete prepared file ({str(exc).strip() or type(exc).__name__})"
+        if isinstance(exc, FileNotFoundError):
+            problem = "it is missing"
+        raise DamagedFileError(
+            [(path, problem)],
+            f"rm -f {shlex.quote(str(path))} && snakemake (the next run of the workflow prepares it again)",
+        ) from None
     return arrays, meta

@@ -144,6 +144,35 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+RESUME_KEYS = ("identity", "epoch", "model", "optimizer", "schedule", "ema", "history", "best",
+               "bad_epochs", "elapsed", "images_seen", "rng")
+
+
+def load_resume_state(path: Path, identity: str, device: torch.device,
+                      log: Callable[[str], None] = print) -> dict | None:
+    """The resume state at `path` if it is whole and of this config; else None, the file moved aside.
+
+    Loaded with weights_only=True: plain tensors, numbers, strings, lists and dicts, never code, so a
+    file planted in a shared results directory cannot run anything. A file that does not load, or
+    that belongs to another config, is renamed (never deleted) and the run starts from epoch 0.
+    """
+    if not path.exists() and not path.is_symlink():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        if not isinstance(state, dict) or any(k not in state for k in RESUME_KEYS):
+            raise ValueError("not a resume state of this trainer")
+        problem = "" if state["identity"] == identity else "it belongs to a different config"
+    except Exception as exc:  # any unreadable file: the run must go on from scratch, not crash on retry
+        text = str(exc).strip().splitlines()
+        problem = f"it cannot be loaded ({text[0][:200] if text else type(exc).__name__})"
+    if not problem:
+        return state
+    aside = data.move_aside(path, "unusable")
+    log(f"ignoring {path}: {problem}; moved to {aside.name}, training from epoch 0")
+    return None
+
+
 class StepLoop:
     """The training steps of a run: model, optimizer, schedule, EMA, augmentation and loss, built once.
 
@@ -281,20 +310,17 @@ def train_run(
     status, reason = "ok", ""
     identity = config_hash(run)
     resume_path = out_dir / RESUME_FILE
-    if resume and resume_path.exists():
-        state = torch.load(resume_path, map_location=dev, weights_only=False)
-        if state.get("identity") == identity:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            schedule.load_state_dict(state["schedule"])
-            if ema is not None and state.get("ema") is not None:
-                ema.load_state_dict(state["ema"])
-            history, best, bad_epochs = state["history"], state["best"], state["bad_epochs"]
-            start_epoch, elapsed, images_seen = state["epoch"], state["elapsed"], state["images_seen"]
-            _set_rng_state(state["rng"], dev)
-            log(f"[{run['id']}] resuming after epoch {start_epoch} from {resume_path}")
-        else:
-            log(f"[{run['id']}] ignoring {resume_path}: it belongs to a different config")
+    state = load_resume_state(resume_path, identity, dev, log=lambda m: log(f"[{run['id']}] {m}")) if resume else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        if ema is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
+        history, best, bad_epochs = state["history"], state["best"], state["bad_epochs"]
+        start_epoch, elapsed, images_seen = state["epoch"], state["elapsed"], state["images_seen"]
+        _set_rng_state(state["rng"], dev)
+        log(f"[{run['id']}] resuming after epoch {start_epoch} from {resume_path}")
 
     log(
         f"[{run['id']}] device {dev} ({device_name(dev)}), {n_params:,} parameters, "
@@ -419,6 +445,8 @@ def train_run(
         "versions": versions(),
         "config_hash": identity,
         "config": run,
+        # What this run wrote beside this file: a later reader tells a damaged or foreign copy apart.
+        "files": {name: data.sha256_file(out_dir / name) for name in ("history.csv", "confusion.csv", "model.pt")},
     }
     atomic_text(out_dir / "metrics.json", json.dumps(result, indent=2, allow_nan=False))
     resume_path.unlink(missing_ok=True)

@@ -16,6 +16,7 @@ from fmnist import compare  # noqa: E402
 from fmnist import config as fmnist_config  # noqa: E402
 from fmnist import data as fmnist_data  # noqa: E402
 from fmnist import experiments  # noqa: E402
+from fmnist import integrity as fmnist_integrity  # noqa: E402
 
 
 def workflow_file(path):
@@ -39,6 +40,21 @@ try:
 except fmnist_config.ConfigError as exc:
     raise WorkflowError(f"fmnist: {exc}") from None
 
+# The run cache (README, Reliability): profiles/default turns on `--cache`; its store is
+# $SNAKEMAKE_OUTPUT_CACHE, by default cache/ in the working directory. Absolute, because Snakemake
+# links each run's outputs to their cache entries.
+RUN_CACHE = Path(os.environ.setdefault("SNAKEMAKE_OUTPUT_CACHE", str(Path("cache").resolve())))
+RUN_CACHE.mkdir(parents=True, exist_ok=True)
+
+# The command a damaged file's fix line names: the one in effect, with its --configfile. Set for
+# the jobs to read (not read here, so no `envvars:` assertion applies).
+os.environ.update(
+    FMNIST_SNAKEMAKE=" ".join(
+        ["snakemake"]
+        + [f"--configfile {os.path.relpath(f)}" for f in workflow.config_settings.configfiles]
+    )
+)
+
 DATA_DIR = Path(config["data"]["dir"])
 RAW_DIR = DATA_DIR / "raw"
 PREPARED = str(DATA_DIR / "prepared" / "fashion_mnist.npz")
@@ -56,6 +72,21 @@ onstart:
         log=lambda msg: print(msg, file=sys.stderr),
         refetch_from=config["data"]["sources"],
         timeout=config["data"]["timeout"],
+    )
+
+
+# Only a real execution in the main process repairs files at parse time (they must be settled before
+# the DAG is built, an onstart is too late for that): `snakemake -n`, `--lint` and a cluster job's
+# re-parse change nothing. A damaged prepared file is moved aside (never deleted), so `prepare`
+# recomputes it; runs whose outputs link to removed run-cache entries lose those links, so they are
+# restored from the cache or retrained.
+REPAIR_AT_PARSE = (
+    workflow.is_main_process and not workflow.output_settings.dryrun and "--lint" not in sys.argv
+)
+if REPAIR_AT_PARSE:
+    fmnist_data.check_prepared(PREPARED, log=lambda msg: print(msg, file=sys.stderr))
+    fmnist_integrity.unlink_lost_outputs(
+        (RUN_DIR.format(run=r) for r in RUNS), log=lambda msg: print(msg, file=sys.stderr)
     )
 
 

@@ -12,6 +12,14 @@ if (SRC / "fmnist").is_dir() and str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
 
 
+def _excepthook(exc_type, exc, tb):
+    """A damaged input file is reported as its one message (file, problem, fix), not as a traceback."""
+    if getattr(exc_type, "__name__", "") == "DamagedFileError":
+        print(f"fmnist: {exc}", file=sys.stderr, flush=True)
+    else:
+        sys.__excepthook__(exc_type, exc, tb)
+
+
 def redirect_output(log_path: str):
     """Send this job's stdout and stderr (prints, warnings, tracebacks) to its log file."""
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
@@ -20,4 +28,5 @@ def redirect_output(log_path: str):
     fh = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the job
     print(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} job started (pid {os.getpid()}) ====", file=fh)
     sys.stdout = sys.stderr = fh
+    sys.excepthook = _excepthook
     return fh

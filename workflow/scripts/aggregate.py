@@ -7,9 +7,10 @@ from _setup import redirect_output  # noqa: E402
 
 redirect_output(snakemake.log[0])  # noqa: F821
 
-from fmnist import aggregate, compare  # noqa: E402
+from fmnist import aggregate, compare, integrity  # noqa: E402
 
 sm = snakemake  # noqa: F821
+integrity.check_metrics(sm.input.metrics)  # every damaged metrics.json named in one message
 published = compare.load_published(sm.input.published[0] if sm.input.published else None)
 tables = aggregate.write_all(sm.input.metrics, sm.params.studies, sm.output.runs, sm.output.experiments,
                              sm.output.tables, published=published, sweeps=sm.params.sweeps,

@@ -8,9 +8,11 @@ from _setup import redirect_output  # noqa: E402
 
 redirect_output(snakemake.log[0])  # noqa: F821
 
-from fmnist import report  # noqa: E402
+from fmnist import integrity, report  # noqa: E402
 
 sm = snakemake  # noqa: F821
+for metrics in sm.input.metrics:  # the report reads each run's metrics and confusion matrix again
+    integrity.check_run(Path(metrics).parent, model=False)
 template_dir = Path(sm.input.templates[0]).parent
 report.write_report(
     sm.output[0],
