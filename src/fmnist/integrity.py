@@ -1,8 +1,9 @@
 """Files the workflow reads back: each is checked whole, or stops with one message naming it, what is wrong and the fix.
 
 A run's outputs (metrics.json, history.csv, confusion.csv, model.pt) are read by later jobs; a damaged
-one is never silently used. They cross-check each other (run id, epoch count, confusion counts), so a
-file copied from another run is caught too. The fix names the exact files to remove (for a run whose
+one is never silently used. They cross-check each other (run id, epoch count, best validation loss,
+confusion counts) and metrics.json records the SHA-256 of the other three, so a truncated, rewritten
+or swapped file is caught too, without unpickling model.pt. The fix names the exact files to remove (for a run whose
 outputs are links into the run cache, the cache entry as well: fetching it again would bring the damage
 back) and the Snakemake command that recomputes them.
 """
@@ -19,6 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 RUN_OUTPUTS = ("metrics.json", "history.csv", "confusion.csv", "model.pt")
+# history.csv's header, as the trainer writes it (fmnist.train uses this list).
 HISTORY_COLUMNS = [
     "epoch",
     "train_loss",

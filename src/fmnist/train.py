@@ -26,6 +26,7 @@ import torch
 
 from fmnist import augment, data, metrics, recipes
 from fmnist.experiments import config_hash
+from fmnist.integrity import HISTORY_COLUMNS
 from fmnist.models import build_model
 
 RESUME_FILE = "resume.pt"
@@ -459,7 +460,6 @@ def _num(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
 
 
 def write_history(path: Path, history: list[dict]) -> None:
