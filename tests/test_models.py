@@ -62,14 +62,6 @@ def test_every_preset_lists_its_constructor_arguments():
         assert cls.__doc__ and len(cls.__doc__) > 40, f"{cls.__name__} needs a docstring with its chosen details"
 
 
-@pytest.mark.parametrize(("name", "published"), [
-    ("lenet_like", 173_000), ("vgg_like", 1_148_000), ("resnet10", 1_229_000), ("resnet18", 11_181_000),
-])
-def test_parameter_counts_match_report_d(name, published):
-    n, _ = measure.count_params(models.build_model(name, _args(name)))
-    assert abs(n - published) / published < 0.05, f"{name}: {n:,} parameters vs report D's {published:,}"
-
-
 def test_macs_count_convs_linears_attention_and_deformable_convs():
     # standard CNN by hand: conv1 32*9*28*28, conv2 64*32*9*14*14, FC 3136*128 + 128*10
     assert measure.count_macs(models.build_model("standard_cnn")) == 225_792 + 3_612_672 + 401_408 + 1_280

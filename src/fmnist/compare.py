@@ -25,6 +25,9 @@ METRICS: dict[str, tuple[str, float, str]] = {
     "val_loss": ("best_val_loss", 1.0, "best validation loss"),
     "seconds_per_epoch": ("seconds_per_epoch", 1.0, "seconds per epoch"),
     "params": ("params", 1.0, "parameters"),
+    "precision": ("precision_macro", 100.0, "test precision, macro average (%)"),
+    "recall": ("recall_macro", 100.0, "test recall, macro average (%)"),
+    "f1": ("f1_macro", 100.0, "test F1, macro average (%)"),
 }
 """published metric -> (runs.csv column, factor to the published unit, description)."""
 

@@ -20,7 +20,7 @@ KINDS: dict[str, dict[str, Any]] = {
     "flip": {"p": 0.5},
     "flip_affine": {"flip_p": 0.5, "degrees": 10.0, "translate": 0.1},
     "cutmix": {"alpha": 1.0},
-    "mixup": {"alpha": 0.2},
+    "mixup": {"alpha": 0.2, "per_batch": False},
     "cutmix_mixup": {"cutmix_alpha": 1.0, "mixup_alpha": 0.2, "switch_prob": 0.5},
     "randaugment": {"num_ops": 2, "magnitude": 9, "num_magnitude_bins": 31, "ops": RANDAUGMENT_OPS},
     "random_erasing": {"p": 0.5, "scale": [0.02, 0.33], "ratio": [0.3, 3.3], "value": 0.0},
@@ -33,7 +33,8 @@ DESCRIPTIONS: dict[str, str] = {
     "flip_affine": "report D: horizontal flip p=0.5, rotation +-10 degrees, translation +-10% (per image)",
     "cutmix": "CutMix: a box of the partner image pasted in, box and l ~ Beta(alpha, alpha) per image, "
               "target weight = pasted area fraction",
-    "mixup": "MixUp: x = l*x_i + (1-l)*x_j, soft targets likewise, l ~ Beta(alpha, alpha) per image",
+    "mixup": "MixUp: x = l*x_i + (1-l)*x_j, soft targets likewise, l ~ Beta(alpha, alpha) per image "
+             "(per_batch: one l for the whole batch, as report B's code)",
     "cutmix_mixup": "report C: per batch CutMix(cutmix_alpha) with probability switch_prob, else "
                     "MixUp(mixup_alpha) (timm's Mixup, per-batch switch)",
     "randaugment": "RandAugment: num_ops ops of magnitude M (of num_magnitude_bins), op and sign drawn per image",
@@ -47,6 +48,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "translate": (0.0, 1.0), "alpha": (1e-6, 1e6), "cutmix_alpha": (1e-6, 1e6), "mixup_alpha": (1e-6, 1e6),
     "num_ops": (0, 20), "magnitude": (0, 1e6), "num_magnitude_bins": (2, 1e6),
 }
+
+_BOOLEANS = {"per_batch"}
 
 
 class UnknownAugmentationError(KeyError):
@@ -82,6 +85,8 @@ def resolve(kind: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
 def _check(kind: str, params: dict[str, Any]) -> None:
     """Raise ValueError naming a parameter whose value is out of range, with the allowed range."""
     for key, value in params.items():
+        if key in _BOOLEANS and not isinstance(value, bool):
+            raise ValueError(f"augmentation kind {kind!r}: {key}={value!r} must be true or false")
         if key in _RANGES:
             low, high = _RANGES[key]
             if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:

@@ -123,10 +123,10 @@ def mix_targets(y: torch.Tensor, y2: torch.Tensor, lam: torch.Tensor, num_classe
     return lam * one_hot(y, num_classes) + (1 - lam) * one_hot(y2, num_classes)
 
 
-def mixup(x, y, alpha: float, num_classes: int):
-    """MixUp with one lambda ~ Beta(alpha, alpha) per image; partner = the batch rolled by one."""
+def mixup(x, y, alpha: float, num_classes: int, per_batch: bool = False):
+    """MixUp with one lambda ~ Beta(alpha, alpha) per image (or one for the batch); partner = the batch rolled by one."""
     n = x.shape[0]
-    lam = beta(alpha, n, x.device)
+    lam = beta(alpha, 1, x.device).expand(n) if per_batch else beta(alpha, n, x.device)
     x2, y2 = x.roll(1, 0), y.roll(1, 0)
     lam_x = lam.view(n, *([1] * (x.dim() - 1))).to(x.dtype)
     return lam_x * x + (1 - lam_x) * x2, mix_targets(y, y2, lam, num_classes)
@@ -155,12 +155,16 @@ def cutmix(x, y, alpha: float, num_classes: int):
 
 
 class MixUp(Augmentation):
-    """MixUp (Zhang et al. 2018) with one lambda ~ Beta(alpha, alpha) per image; partner = batch rolled by one."""
+    """MixUp (Zhang et al. 2018) with one lambda ~ Beta(alpha, alpha) per image; partner = batch rolled by one.
+
+    `per_batch` draws one lambda for the whole batch, as report B's `mixup_data` does (its partner
+    is a random permutation of the batch, which may pair an image with itself; ours never does).
+    """
 
     mixes_labels = True
 
     def __call__(self, x, y):
-        return mixup(x, y, self.params["alpha"], self.num_classes)
+        return mixup(x, y, self.params["alpha"], self.num_classes, self.params.get("per_batch", False))
 
 
 class CutMix(Augmentation):

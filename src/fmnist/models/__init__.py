@@ -74,13 +74,13 @@ PRESETS: dict[str, Preset] = {
         "D", "three 5x5 conv-relu-pool blocks (16, 32, 64), FC 128, FC 256, FC 10, dropout 0.5",
     ),
     "vgg_like": Preset(
-        "cnn", "VGGLike", {"dropout": 0.4},
-        "D", "[conv-BN-relu]x2 per stage (64, 128, 256), pool + dropout 0.4 between, global pool, FC 10",
+        "cnn", "VGGLike", {"dropout": 0.4, "head_dropout": 0.5},
+        "D", "[conv-BN-relu]x2 per stage (64, 128, 256), pool + dropout 0.4 between, 7x7 avg pool, dropout 0.5, FC 10",
     ),
     # --- residual networks from scratch (resnet.py) ---
     "resnet10": Preset(
-        "resnet", "ResNet10", {"width": 32},
-        "D", "3x3 stem + one BasicBlock per stage (32, 64, 128, 256), global pool, FC 10",
+        "resnet", "ResNet10", {"widths": [64, 128, 256]},
+        "D", "7x7 stride-2 stem + max-pool, one BasicBlock per stage (64, 128, 256), global pool, FC 256->10",
     ),
     "resnet18_small": Preset(
         "resnet", "ResNet18Small", {"width": 64, "dilation": 1},
@@ -105,15 +105,17 @@ PRESETS: dict[str, Preset] = {
     ),
     # --- deformable convolutions (deformable.py) ---
     "deformable_cnn_a": Preset(
-        "deformable", "DeformableCNNA", {"channels": [32, 32, 64, 64, 64]},
+        "deformable", "DeformableCNNA", {"channels": [32, 32, 64, 64, 64], "offset_init": "zero"},
         "A", "3 conv + 2 DeformConv2d (offsets from 3x3 convs) + max-pool + FC",
     ),
     "deformable_cnn": Preset(
-        "deformable", "DeformableCNN", {"channels": [32, 64], "hidden": 128, "batch_norm": False, "dropout": 0.0},
-        "B", "standard CNN with both convs DeformConv2d, each fed 18 offset channels by a 3x3 conv",
+        "deformable", "DeformableCNN",
+        {"channels": [32, 64], "hidden": 128, "batch_norm": False, "dropout": 0.0, "offset_init": "default"},
+        "B", "standard CNN with both convs DeformConv2d, each fed 18 offset channels by a 3x3 conv (PyTorch init)",
     ),
     "deformable_cnn_bn": Preset(
-        "deformable", "DeformableCNN", {"channels": [32, 64], "hidden": 128, "batch_norm": True, "dropout": 0.3},
+        "deformable", "DeformableCNN",
+        {"channels": [32, 64], "hidden": 128, "batch_norm": True, "dropout": 0.3, "offset_init": "default"},
         "B", "deformable CNN + BatchNorm after each deformable conv, dropout 0.3 on the FCs",
     ),
     # --- ImageNet transfer learning (transfer.py) ---

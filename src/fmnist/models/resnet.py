@@ -66,16 +66,40 @@ class SmallImageResNet(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
-class ResNet10(SmallImageResNet):
-    """Report D's ResNet10 (1,229k parameters): one BasicBlock per stage, widths 32/64/128/256.
+class ResNet10(nn.Module):
+    """Report D's ResNet10 (1,229,002 parameters; the report's 1,229k), as its published `models.py` builds it.
 
-    The report gives only "resnet blocks, small" and the parameter count; one block per stage
-    (1 stem conv + 8 block convs + FC = 10 layers) at half of ResNet18's widths gives 1,228k,
-    which is how we chose these widths.
+    torchvision's ResNet with the fourth stage cut off and one input channel: a 7x7 stride-2 stem
+    conv (no bias) + BN + ReLU and a 3x3 stride-2 max-pool (28 -> 14 -> 7), then three stages of
+    one BasicBlock each, 64, 128 (stride 2) and 256 (stride 2) channels (7 -> 7 -> 4 -> 2), global
+    average pool and FC 256 -> 10. The code asks for blocks [1, 1, 0], but its `_make_layer` always
+    builds the first block, so the third stage has one block too. Convs start from Kaiming normal
+    (fan_out), BatchNorm from 1 and 0, as there.
     """
 
-    def __init__(self, num_classes: int = 10, width: int = 32) -> None:
-        super().__init__(num_classes, blocks=(1, 1, 1, 1), width=width)
+    def __init__(self, num_classes: int = 10, widths: tuple[int, ...] | list[int] = (64, 128, 256)) -> None:
+        super().__init__()
+        w0 = widths[0]
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, w0, 7, stride=2, padding=3, bias=False),  # (N, 64, 14, 14)
+            nn.BatchNorm2d(w0),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, stride=2, padding=1),  # (N, 64, 7, 7)
+        )
+        stages, cin = [], w0
+        for i, cout in enumerate(widths):
+            stages.append(BasicBlock(cin, cout, stride=1 if i == 0 else 2))
+            cin = cout
+        self.stages = nn.Sequential(*stages)  # (N, 256, 2, 2)
+        self.pool = nn.AdaptiveAvgPool2d(1)  # (N, 256, 1, 1)
+        self.fc = nn.Linear(cin, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.stages(self.stem(x)))
+        return self.fc(torch.flatten(x, 1))
 
 
 class ResNet18Small(SmallImageResNet):
