@@ -1,7 +1,9 @@
 """The augmentation registry: each kind's parameters and defaults, importable without torch.
 
 Every kind name is also a ready augmentation name in studies (with these defaults); a config's
-`augmentations:` section names variants, e.g. `mixup_strong: {kind: mixup, alpha: 1.0}`.
+`augmentations:` section names variants, e.g. `mixup_strong: {kind: mixup, alpha: 1.0}`. Kind
+`chain` applies several kinds in a row, each with its own parameters:
+`{kind: chain, steps: [{kind: randaugment, num_ops: 2, magnitude: 9}, {kind: mixup, alpha: 2.0}]}`.
 The batched implementations live in fmnist.augment.batched.
 """
 
@@ -24,6 +26,8 @@ KINDS: dict[str, dict[str, Any]] = {
     "cutmix_mixup": {"cutmix_alpha": 1.0, "mixup_alpha": 0.2, "switch_prob": 0.5},
     "randaugment": {"num_ops": 2, "magnitude": 9, "num_magnitude_bins": 31, "ops": RANDAUGMENT_OPS},
     "random_erasing": {"p": 0.5, "scale": [0.02, 0.33], "ratio": [0.3, 3.3], "value": 0.0},
+    # Report E's published pipeline (its utils/data_augmentation.py, augmentation="all").
+    "chain": {"steps": [{"kind": "randaugment", "num_ops": 2, "magnitude": 9}, {"kind": "mixup", "alpha": 2.0}]},
 }
 """kind -> default parameters (their keys are the parameters a config may set)."""
 
@@ -40,7 +44,13 @@ DESCRIPTIONS: dict[str, str] = {
     "randaugment": "RandAugment: num_ops ops of magnitude M (of num_magnitude_bins), op and sign drawn per image",
     "random_erasing": "random erasing: with probability p a rectangle per image (area fraction in scale, "
                       "aspect in ratio) set to value (0 = background, or 'random' noise)",
+    "chain": "steps applied in order to each batch, each a kind with its own parameters and each image its own "
+             "draws; a label-mixing step (mixup, cutmix, cutmix_mixup) only last. Default: report E's "
+             "RandAugment(2, 9) then MixUp(alpha 2)",
 }
+
+MIXING_KINDS = ("mixup", "cutmix", "cutmix_mixup")
+"""Kinds whose targets are soft: a chain takes at most one, as its last step."""
 
 # Allowed ranges of numeric parameters: (low, high), inclusive; checked when a config is resolved.
 _RANGES: dict[str, tuple[float, float]] = {
@@ -78,8 +88,40 @@ def resolve(kind: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
             f"its parameters: {allowed}"
         )
     full = {**KINDS[kind], **params}
+    if kind == "chain":
+        return {"steps": _resolve_steps(full["steps"])}
     _check(kind, full)
     return full
+
+
+def _resolve_steps(steps: Any) -> list[dict[str, Any]]:
+    """A chain's steps, each resolved to {kind, **parameters}; raise naming the bad step."""
+    if not isinstance(steps, list) or not steps:
+        raise ValueError(
+            "chain: steps must be a non-empty list of augmentations, e.g. "
+            "[{kind: randaugment, num_ops: 2, magnitude: 9}, {kind: mixup, alpha: 2.0}]"
+        )
+    out = []
+    for i, step in enumerate(steps, 1):
+        if not isinstance(step, dict) or "kind" not in step:
+            raise ValueError(f"chain: step {i} ({step!r}) must be a mapping with a kind, e.g. {{kind: flip}}")
+        spec = dict(step)
+        kind = spec.pop("kind")
+        if kind == "chain":
+            raise ValueError(f"chain: step {i} is itself a chain; list its steps in this chain instead")
+        if "train" in spec:
+            raise ValueError(f"chain: step {i} has training overrides (train:); put them on the chain itself")
+        try:
+            params = resolve(kind, spec)
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"chain: step {i}: {exc}") from None
+        if kind in MIXING_KINDS and i != len(steps):
+            raise ValueError(
+                f"chain: step {i} ({kind}) mixes labels, so it must be the last step; "
+                "move it to the end of the steps (geometric and colour steps act before mixing)"
+            )
+        out.append({"kind": kind, **params})
+    return out
 
 
 def _check(kind: str, params: dict[str, Any]) -> None:

@@ -338,6 +338,28 @@ class RandAugment(Augmentation):
         return x, y
 
 
+class Chain(Augmentation):
+    """Steps applied one after the other, each with its own parameters and each image its own draws.
+
+    Report E's pipeline is RandAugment(2, 9) then MixUp(alpha 2): its code transforms every image by
+    RandAugment and then mixes it with another, RandAugmented, image. Only the last step may mix
+    labels (checked when the config is resolved), so every earlier step sees integer labels.
+    """
+
+    def __init__(self, num_classes: int = 10, **params: Any) -> None:
+        super().__init__(num_classes, **params)
+        self.steps = [
+            build(step["kind"], {k: v for k, v in step.items() if k != "kind"}, num_classes)
+            for step in params["steps"]
+        ]
+        self.mixes_labels = any(step.mixes_labels for step in self.steps)
+
+    def __call__(self, x, y):
+        for step in self.steps:
+            x, y = step(x, y)
+        return x, y
+
+
 REGISTRY: dict[str, type[Augmentation]] = {
     "none": Augmentation,
     "flip": Flip,
@@ -347,6 +369,7 @@ REGISTRY: dict[str, type[Augmentation]] = {
     "cutmix_mixup": CutMixMixUp,
     "randaugment": RandAugment,
     "random_erasing": RandomErasing,
+    "chain": Chain,
 }
 
 
@@ -355,6 +378,6 @@ def build(kind: str, params: dict[str, Any], num_classes: int = 10) -> Augmentat
 
 
 __all__ = [
-    "Augmentation", "CutMix", "CutMixMixUp", "Flip", "FlipAffine", "MixUp", "RandAugment", "RandomErasing",
+    "Augmentation", "Chain", "CutMix", "CutMixMixUp", "Flip", "FlipAffine", "MixUp", "RandAugment", "RandomErasing",
     "affine", "beta", "build", "cutmix", "mixup",
 ]
