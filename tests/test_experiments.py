@@ -35,7 +35,7 @@ def test_resolution_order_and_dedup():
     assert r["train"]["epochs"] == 9  # augmentation override beats defaults
     assert r["train"]["optimizer"] == {**r["train"]["optimizer"], "name": "sgd", "lr": 0.05}
     assert r["train"]["optimizer"]["momentum"] == 0.9  # schema default filled after merging
-    assert r["augmentation"] == {"name": "mix", "kind": "mixup", "params": {"alpha": 0.4}}
+    assert r["augmentation"] == {"name": "mix", "kind": "mixup", "params": {"alpha": 0.4, "per_batch": False}}
     assert runs["standard_cnn.none.default.s0"]["train"]["epochs"] == 7
 
 

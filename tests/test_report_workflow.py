@@ -12,8 +12,10 @@ from conftest import make_workflow, planned_jobs, snakemake, tiny_config
 def test_summary_and_snakemake_report_zip(tmp_path):
     cfg = tiny_config(
         defaults={"epochs": 1},
+        # setting b_default: config/published.yaml keys report B's figures to it
+        settings={"b_default": {}},
         studies={"tiny": {"models": ["standard_cnn"], "augmentations": ["none", "mixup"], "seeds": [0, 1],
-                          "description": "two augmentations, two seeds"}},
+                          "settings": ["b_default"], "description": "two augmentations, two seeds"}},
         report={"sweeps": [{"name": "aug", "study": "tiny", "x": "augmentation.kind"}]},
     )
     root = make_workflow(tmp_path / "wf", cfg)
@@ -21,14 +23,14 @@ def test_summary_and_snakemake_report_zip(tmp_path):
     html = (root / "reports" / "summary.html").read_text()
     for section in ("overview", "leaderboard", "published", "effects", "tradeoffs", "runs", "dataset", "environment"):
         assert f'<section id="{section}">' in html
-    assert "standard_cnn.mixup.default.s1" in html
+    assert "standard_cnn.mixup.b_default.s1" in html
     tables = root / "results" / "tables"
     for name in ("leaderboard", "published", "effects", "study_tiny", "sweep_aug"):
         assert (tables / f"{name}.csv").exists() and (tables / f"{name}.md").exists()
     for fig in ("effects", "pareto", "sweep_aug", "class_distribution", "samples", "augmentations"):
         assert (root / "results" / "figures" / f"{fig}.png").stat().st_size > 5_000
     # config/published.yaml names report B's standard CNN: it ran here, so it has a reproduced value.
-    assert "standard_cnn.none.default" in (tables / "published.md").read_text()
+    assert "standard_cnn.none.b_default" in (tables / "published.md").read_text()
 
     # Editing the template reruns only the report.
     template = root / "src" / "fmnist" / "templates" / "summary.html.j2"

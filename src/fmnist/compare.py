@@ -45,6 +45,9 @@ METRICS: dict[str, tuple] = {
     "val_loss": Metric("best_val_loss", 1.0, "best validation loss", "score", "lower"),
     "seconds_per_epoch": Metric("seconds_per_epoch", 1.0, "seconds per epoch", "timing"),
     "params": Metric("params", 1.0, "parameters", "count"),
+    "precision": Metric("precision_macro", 100.0, "test precision, macro average (%)"),
+    "recall": Metric("recall_macro", 100.0, "test recall, macro average (%)"),
+    "f1": Metric("f1_macro", 100.0, "test F1, macro average (%)"),
 }
 """published metric -> Metric(runs.csv column, factor to the published unit, description[, kind[, better]]).
 

@@ -385,8 +385,12 @@ def train_run(
             raise SystemExit(f"[{run['id']}] stopped after epoch {epoch} on request")
 
     final = ema.module if ema is not None else model
-    if best["state"] is not None and (es["restore_best"] or status == "diverged"):
+    # A fixed-epoch run (early stopping off) is its final weights unless the config asks for the best.
+    restore_best = es["enabled"] if es["restore_best"] is None else es["restore_best"]
+    tested_epoch = len(history)
+    if best["state"] is not None and (restore_best or status == "diverged"):
         final.load_state_dict(best["state"])
+        tested_epoch = best["epoch"]
     test = Batches(arrays["test_images"], arrays["test_labels"], dev)
     if best["state"] is not None or status == "ok":
         test_loss, test_acc, pred = evaluate(final, test, normalize, cfg["eval_batch_size"], autocast)
@@ -421,6 +425,7 @@ def train_run(
         "confusion_matrix": {"classes": classes, "counts": cm.astype(int).tolist(),
                              "note": "counts[i][j]: test images of true class i predicted as class j"},
         "best_epoch": best["epoch"],
+        "tested_epoch": tested_epoch,
         "best_val_loss": _num(min((h["val_loss"] for h in history), default=float("nan"))),
         "best_val_accuracy": _num(max((h["val_accuracy"] for h in history), default=float("nan"))),
         "epochs_run": len(history),

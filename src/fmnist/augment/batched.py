@@ -123,10 +123,10 @@ def mix_targets(y: torch.Tensor, y2: torch.Tensor, lam: torch.Tensor, num_classe
     return lam * one_hot(y, num_classes) + (1 - lam) * one_hot(y2, num_classes)
 
 
-def mixup(x, y, alpha: float, num_classes: int):
-    """MixUp with one lambda ~ Beta(alpha, alpha) per image; partner = the batch rolled by one."""
+def mixup(x, y, alpha: float, num_classes: int, per_batch: bool = False):
+    """MixUp with one lambda ~ Beta(alpha, alpha) per image (or one for the batch); partner = the batch rolled by one."""
     n = x.shape[0]
-    lam = beta(alpha, n, x.device)
+    lam = beta(alpha, 1, x.device).expand(n) if per_batch else beta(alpha, n, x.device)
     x2, y2 = x.roll(1, 0), y.roll(1, 0)
     lam_x = lam.view(n, *([1] * (x.dim() - 1))).to(x.dtype)
     return lam_x * x + (1 - lam_x) * x2, mix_targets(y, y2, lam, num_classes)
@@ -155,12 +155,16 @@ def cutmix(x, y, alpha: float, num_classes: int):
 
 
 class MixUp(Augmentation):
-    """MixUp (Zhang et al. 2018) with one lambda ~ Beta(alpha, alpha) per image; partner = batch rolled by one."""
+    """MixUp (Zhang et al. 2018) with one lambda ~ Beta(alpha, alpha) per image; partner = batch rolled by one.
+
+    `per_batch` draws one lambda for the whole batch, as report B's `mixup_data` does (its partner
+    is a random permutation of the batch, which may pair an image with itself; ours never does).
+    """
 
     mixes_labels = True
 
     def __call__(self, x, y):
-        return mixup(x, y, self.params["alpha"], self.num_classes)
+        return mixup(x, y, self.params["alpha"], self.num_classes, self.params.get("per_batch", False))
 
 
 class CutMix(Augmentation):
@@ -334,6 +338,28 @@ class RandAugment(Augmentation):
         return x, y
 
 
+class Chain(Augmentation):
+    """Steps applied one after the other, each with its own parameters and each image its own draws.
+
+    Report E's pipeline is RandAugment(2, 9) then MixUp(alpha 2): its code transforms every image by
+    RandAugment and then mixes it with another, RandAugmented, image. Only the last step may mix
+    labels (checked when the config is resolved), so every earlier step sees integer labels.
+    """
+
+    def __init__(self, num_classes: int = 10, **params: Any) -> None:
+        super().__init__(num_classes, **params)
+        self.steps = [
+            build(step["kind"], {k: v for k, v in step.items() if k != "kind"}, num_classes)
+            for step in params["steps"]
+        ]
+        self.mixes_labels = any(step.mixes_labels for step in self.steps)
+
+    def __call__(self, x, y):
+        for step in self.steps:
+            x, y = step(x, y)
+        return x, y
+
+
 REGISTRY: dict[str, type[Augmentation]] = {
     "none": Augmentation,
     "flip": Flip,
@@ -343,6 +369,7 @@ REGISTRY: dict[str, type[Augmentation]] = {
     "cutmix_mixup": CutMixMixUp,
     "randaugment": RandAugment,
     "random_erasing": RandomErasing,
+    "chain": Chain,
 }
 
 
@@ -351,6 +378,6 @@ def build(kind: str, params: dict[str, Any], num_classes: int = 10) -> Augmentat
 
 
 __all__ = [
-    "Augmentation", "CutMix", "CutMixMixUp", "Flip", "FlipAffine", "MixUp", "RandAugment", "RandomErasing",
+    "Augmentation", "Chain", "CutMix", "CutMixMixUp", "Flip", "FlipAffine", "MixUp", "RandAugment", "RandomErasing",
     "affine", "beta", "build", "cutmix", "mixup",
 ]

@@ -35,9 +35,9 @@ _TRANSFER = {
     "image_size": 224, "input_mean": 0.2860, "input_std": 0.3530,
 }
 _TRANSFER_TRAIN = {"eval_batch_size": 200}  # 224x224 activations: keep evaluation memory modest
-_VIT_E = {"patch_size": 7, "hidden_size": 64, "num_layers": 4, "num_heads": 4, "mlp_dim": 128, "dropout": 0.0}
-_VGG8 = [64, "M", 128, "M", 256, 256, 512]
-_VGG = {"layers": _VGG8, "width": 1.0, "separable": [], "batch_norm": False, "hidden": 512, "dropout": 0.5}
+_VIT_E = {"hidden_size": 64, "num_layers": 5, "num_heads": 8, "mlp_ratio": 8, "dropout": 0.1}
+_VGG8 = [32, 32, "M", 64, 64, "M", 128]
+_VGG = {"layers": _VGG8, "width": 1.0, "separable": [], "fc": 4096, "dropout": 0.2}
 
 PRESETS: dict[str, Preset] = {
     # --- plain CNNs (cnn.py) ---
@@ -66,54 +66,57 @@ PRESETS: dict[str, Preset] = {
         "B", "standard CNN, second conv dilation 10 (padding 10)",
     ),
     "tuned_cnn": Preset(
-        "cnn", "TunedCNN", {"filters1": 64, "filters2": 1024, "kernel_size": 3, "dropout": 0.0},
-        "C", "conv 64 3x3, pool, conv 1024 3x3, pool, FC 50176->10 (filter counts are arguments)",
+        "cnn", "TunedCNN", {"filters1": 64, "filters2": 1024, "kernel_size": 3, "dropout": 0.0, "pool_between": False},
+        "C", "conv 64 3x3, conv 1024 3x3 (no pool between), pool, FC 200704->10 (filter counts are arguments)",
     ),
     "lenet_like": Preset(
         "cnn", "LeNetLike", {"dropout": 0.5},
         "D", "three 5x5 conv-relu-pool blocks (16, 32, 64), FC 128, FC 256, FC 10, dropout 0.5",
     ),
     "vgg_like": Preset(
-        "cnn", "VGGLike", {"dropout": 0.4},
-        "D", "[conv-BN-relu]x2 per stage (64, 128, 256), pool + dropout 0.4 between, global pool, FC 10",
+        "cnn", "VGGLike", {"dropout": 0.4, "head_dropout": 0.5},
+        "D", "[conv-BN-relu]x2 per stage (64, 128, 256), pool + dropout 0.4 between, 7x7 avg pool, dropout 0.5, FC 10",
     ),
     # --- residual networks from scratch (resnet.py) ---
     "resnet10": Preset(
-        "resnet", "ResNet10", {"width": 32},
-        "D", "3x3 stem + one BasicBlock per stage (32, 64, 128, 256), global pool, FC 10",
+        "resnet", "ResNet10", {"widths": [64, 128, 256]},
+        "D", "7x7 stride-2 stem + max-pool, one BasicBlock per stage (64, 128, 256), global pool, FC 256->10",
     ),
     "resnet18_small": Preset(
         "resnet", "ResNet18Small", {"width": 64, "dilation": 1},
-        "E", "ResNet18 for 28x28: 3x3 stride-1 stem, no max-pool, [2,2,2,2] blocks 64-512 (width, dilation)",
+        "E", "its ResNet18: 7x7/2 stem + max-pool, [2,2,2,2] blocks with a separable first conv, 64-512 (width, dilation)",
     ),
     # --- VGG networks (vgg.py) ---
     "vgg8": Preset(
         "vgg", "VGG", dict(_VGG),
-        "E", "5 conv (64, pool, 128, pool, 256, 256, 512) + FC 512, 512, 10, no BN",
+        "E", "conv-BN-ReLU 32, 32, pool, 64, 64, pool, 128; FC 6272->4096->4096->10, dropout 0.2 (its vgg.py)",
     ),
     "vgg8_dsc": Preset(
         "vgg", "VGG", {**_VGG, "separable": [2, 3, 4, 5]},
-        "E", "VGG8 with depthwise-separable convs in layers 2-5",
+        "E", "VGG8 with depthwise-separable convs in layers 2-5 (its VGG8_DWS)",
     ),
     "vgg8_wide": Preset(
         "vgg", "VGG", {**_VGG, "width": 2.0},
-        "E", "VGG8 with twice the kernels in every conv",
+        "E", "VGG8 with twice the kernels in every conv (not in its code)",
     ),
     "vgg12": Preset(
-        "vgg", "VGG", {**_VGG, "layers": [64, 64, "M", 128, 128, "M", 256, 256, 256, 512, 512]},
-        "E", "9 conv + 3 FC, no residuals, no BN (the report's does not learn)",
+        "vgg", "VGG",
+        {**_VGG, "layers": [8, 8, 16, "M", 32, 64, 128, "M", 256, 512, 1024], "separable": [2, 3, 4, 5, 6, 7, 8, 9]},
+        "E", "conv 8, DSC 8, 16, pool, 32, 64, 128, pool, 256, 512, 1024; FC 50176->4096->4096->10 (its VGG12)",
     ),
     # --- deformable convolutions (deformable.py) ---
     "deformable_cnn_a": Preset(
-        "deformable", "DeformableCNNA", {"channels": [32, 32, 64, 64, 64]},
+        "deformable", "DeformableCNNA", {"channels": [32, 32, 64, 64, 64], "offset_init": "zero"},
         "A", "3 conv + 2 DeformConv2d (offsets from 3x3 convs) + max-pool + FC",
     ),
     "deformable_cnn": Preset(
-        "deformable", "DeformableCNN", {"channels": [32, 64], "hidden": 128, "batch_norm": False, "dropout": 0.0},
-        "B", "standard CNN with both convs DeformConv2d, each fed 18 offset channels by a 3x3 conv",
+        "deformable", "DeformableCNN",
+        {"channels": [32, 64], "hidden": 128, "batch_norm": False, "dropout": 0.0, "offset_init": "default"},
+        "B", "standard CNN with both convs DeformConv2d, each fed 18 offset channels by a 3x3 conv (PyTorch init)",
     ),
     "deformable_cnn_bn": Preset(
-        "deformable", "DeformableCNN", {"channels": [32, 64], "hidden": 128, "batch_norm": True, "dropout": 0.3},
+        "deformable", "DeformableCNN",
+        {"channels": [32, 64], "hidden": 128, "batch_norm": True, "dropout": 0.3, "offset_init": "default"},
         "B", "deformable CNN + BatchNorm after each deformable conv, dropout 0.3 on the FCs",
     ),
     # --- ImageNet transfer learning (transfer.py) ---
@@ -141,17 +144,16 @@ PRESETS: dict[str, Preset] = {
         {"eval_batch_size": 500},
     ),
     "vit_simple": Preset(
-        "vit", "ViTSimple", dict(_VIT_E),
-        "E", "7x7 patches (16 tokens), 4 layers, 4 heads, hidden 64, global average pool, linear head",
+        "vit", "ViTSimple", {"patch_size": 7, **_VIT_E},
+        "E", "7x7 patches (4x4 map), 5 BatchNorm encoder blocks, hidden 64, 8 heads, MLP x8, GAP, linear head",
     ),
     "vit_dwconv": Preset(
-        "vit", "ViTDWConv", dict(_VIT_E),
-        "E", "base ViT + residual depthwise 3x3 conv over the 4x4 token grid between blocks",
+        "vit", "ViTDWConv", {"patch_size": 7, **_VIT_E},
+        "E", "base ViT with every block Encoder(x) + DW(x), DW = BN, GELU, depthwise 3x3 on the block input",
     ),
     "vit_patchless": Preset(
-        "vit", "ViTPatchless",
-        {"hidden_size": 32, "num_layers": 4, "num_heads": 4, "mlp_dim": 64, "dropout": 0.0},
-        "E", "one token per pixel (784), linear embedding + learned positions, 4 layers, GAP, linear head",
+        "vit", "ViTPatchless", dict(_VIT_E),
+        "E", "base ViT with a 3x3 stride-2 conv instead of patches (14x14 map, 196 tokens)",
         {"eval_batch_size": 250},
     ),
     # --- fmnist's own (bench.py) ---
