@@ -188,6 +188,30 @@ def cmd_bench_dag(args) -> int:
     ])
 
 
+def cmd_record_export(args) -> int:
+    from fmnist import record
+
+    r = record.export(args.configfile, args.results, args.dest, published=args.published,
+                      report=args.report)
+    print(f"{args.dest}: {r['finished']} of {r['runs']} runs finished and recorded; tables rebuilt")
+    print((Path(args.dest) / "headline.md").read_text(), end="")
+    return 0
+
+
+def cmd_record_check(args) -> int:
+    from fmnist import record
+
+    differ = record.check(args.dest)
+    for line in differ:
+        print(f"{args.dest}/{line}", file=sys.stderr)
+    if differ:
+        print(f"fix: python -m fmnist record export ... --dest {args.dest} (or rebuild its tables "
+              "from its runs) and commit the result", file=sys.stderr)
+        return 1
+    print(f"{args.dest}: tables equal what its runs give")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fmnist", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -266,6 +290,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_dag)
+
+    rec = sub.add_parser("record", help="a study's record in git: export finished runs, check its tables")
+    rec = rec.add_subparsers(dest="record_command", required=True)
+    p = rec.add_parser("export", help="copy finished runs' metrics/history and aggregate them")
+    p.add_argument("--configfile", required=True, help="the study's config, e.g. config/record_cpu.yaml")
+    p.add_argument("--results", default="results", help="the workflow's results directory")
+    p.add_argument("--dest", required=True, help="the record directory, e.g. docs/record/cpu")
+    p.add_argument("--published", help="published figures (default: the config's report.published)")
+    p.add_argument("--report", help="the workflow's summary.html, copied once every run has finished")
+    p.set_defaults(func=cmd_record_export)
+    p = rec.add_parser("check", help="rebuild a record's tables from its runs and compare")
+    p.add_argument("--dest", required=True, help="the record directory")
+    p.set_defaults(func=cmd_record_check)
     return parser
 
 

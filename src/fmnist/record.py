@@ -1,0 +1,146 @@
+"""A study's record in git: the finished runs' metrics and histories, the tables aggregated from them,
+and a check that the tables can be rebuilt from the runs (docs/record/<name>/).
+
+Layout of a record directory:
+    config.yaml        the study's config as it ran (config/record_cpu.yaml)
+    published.yaml     the published figures it was judged against, as they were
+    runs/<run>/        metrics.json and history.csv of every finished run (no model weights)
+    runs.csv, experiments.csv, tables/*.csv|md   aggregated by fmnist.aggregate from runs/
+    headline.md        the published-vs-reproduced table of the figures the record covers
+    summary.html       the workflow's report, when the study has been run to the end
+
+`export` copies what a workflow directory has finished and aggregates; `rebuild` aggregates a record's
+runs again into another directory; `check` compares the two, so the record cannot drift from its runs.
+Exporting again after more runs finished adds them: a long record is committed as it grows.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from fmnist import aggregate, compare, experiments
+from fmnist import config as fmnist_config
+
+RUN_FILES = ("metrics.json", "history.csv")
+HEADLINE_COLUMNS = ["report", "figure", "metric", "published", "seeds", "reproduced mean",
+                    "95% prediction interval", "verdict"]
+
+
+def finished_runs(results_dir: Path, run_ids: list[str]) -> list[str]:
+    """The runs of the study whose metrics.json passes the integrity check (a finished run)."""
+    from fmnist import integrity
+
+    done = [rid for rid in run_ids if (results_dir / "runs" / rid / "metrics.json").exists()]
+    integrity.check_metrics(results_dir / "runs" / rid / "metrics.json" for rid in done)
+    return done
+
+
+def export(configfile: Path | str, results_dir: Path | str, dest: Path | str,
+           published: Path | str | None = None, report: Path | str | None = None) -> dict:
+    """Copy the finished runs of `configfile`'s study from `results_dir` into `dest` and aggregate them."""
+    configfile, results_dir, dest = Path(configfile), Path(results_dir), Path(dest)
+    cfg = fmnist_config.load(configfile)
+    runs, _ = experiments.expand(cfg)
+    done = finished_runs(results_dir, list(runs))
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(configfile, dest / "config.yaml")
+    published = Path(published or cfg["report"]["published"] or "config/published.yaml")
+    shutil.copyfile(published, dest / "published.yaml")
+    for rid in done:
+        (dest / "runs" / rid).mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:
+            # copyfile follows the run cache's links: the record holds the files themselves.
+            shutil.copyfile(results_dir / "runs" / rid / name, dest / "runs" / rid / name)
+    if report is not None and Path(report).exists() and len(done) == len(runs):
+        shutil.copyfile(report, dest / "summary.html")
+    tables = rebuild(dest, dest)
+    return {"runs": len(runs), "finished": len(done), "tables": tables}
+
+
+def rebuild(record: Path | str, out: Path | str) -> dict[str, pd.DataFrame]:
+    """Aggregate a record's runs/ with the project's own code into `out` (runs.csv, experiments.csv,
+    tables/, headline.md)."""
+    record, out = Path(record), Path(out)
+    cfg = fmnist_config.load(record / "config.yaml")
+    _, studies = experiments.expand(cfg)
+    published = compare.load_published(record / "published.yaml")
+    metric_paths = sorted((record / "runs").glob("*/metrics.json"))
+    out.mkdir(parents=True, exist_ok=True)
+    tables = aggregate.write_all(metric_paths, studies, out / "runs.csv", out / "experiments.csv",
+                                 out / "tables", published=published,
+                                 sweeps=cfg["report"]["sweeps"],
+                                 baseline=cfg["report"]["baseline_augmentation"])
+    covered = {exp for ids in studies.values() for exp in (r.rsplit(".s", 1)[0] for r in ids)}
+    (out / "headline.md").write_text(headline_markdown(tables["published"], covered) + "\n")
+    return tables
+
+
+def headline(published: pd.DataFrame, experiments_covered: set[str]) -> pd.DataFrame:
+    """The published figures of the experiments the record runs: figure, published, reproduced mean,
+    prediction interval, verdict."""
+    rows = []
+    table = published[published["experiment"].isin(experiments_covered)]
+    for r in table.itertuples(index=False):
+        unit = 0 if r.kind == "count" else (3 if "loss" in r.metric else 2)
+        rows.append({
+            "report": r.source,
+            "figure": r.label,
+            "metric": r.metric,
+            "published": _fmt(r.published, unit),
+            "seeds": int(r.seeds),
+            "reproduced mean": _fmt(r.reproduced_mean, unit),
+            "95% prediction interval": (
+                f"{_fmt(r.reproduced_pi95_low, unit)} - {_fmt(r.reproduced_pi95_high, unit)}"
+                if r.kind == "score" and not _nan(r.reproduced_pi95_low) else ""
+            ),
+            "verdict": r.verdict,
+        })
+    return pd.DataFrame(rows, columns=HEADLINE_COLUMNS)
+
+
+def headline_markdown(published: pd.DataFrame, experiments_covered: set[str]) -> str:
+    return aggregate.to_markdown(headline(published, experiments_covered))
+
+
+def check(record: Path | str) -> list[str]:
+    """Rebuild a record's tables from its runs; return the files that differ from the committed ones."""
+    record = Path(record)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        rebuild(record, out)
+        rebuilt = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+        committed = {p.relative_to(record) for p in (record / "tables").rglob("*") if p.is_file()}
+        committed |= {Path(n) for n in ("runs.csv", "experiments.csv", "headline.md") if (record / n).exists()}
+        differ = []
+        for rel in sorted(set(rebuilt) | committed):
+            a, b = out / rel, record / rel
+            if not a.exists() or not b.exists():
+                differ.append(f"{rel}: {'missing from the record' if a.exists() else 'not rebuilt'}")
+            elif not _same(a, b):
+                differ.append(f"{rel}: differs from what its runs give")
+        return differ
+
+
+def _same(a: Path, b: Path) -> bool:
+    if a.suffix == ".csv":
+        try:
+            pd.testing.assert_frame_equal(pd.read_csv(a), pd.read_csv(b), check_exact=False, rtol=1e-9)
+            return True
+        except AssertionError:
+            return False
+    return a.read_bytes() == b.read_bytes()
+
+
+def _nan(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def _fmt(x, digits: int) -> str:
+    if _nan(x):
+        return ""
+    return f"{x:,.0f}" if digits == 0 else f"{x:.{digits}f}"

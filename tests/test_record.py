@@ -1,0 +1,84 @@
+"""The CPU record (docs/record/cpu/): its tables are what the project's own aggregate code makes of its
+committed runs, and a record whose runs and tables disagree is caught."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fmnist import experiments, record
+from fmnist import config as fmnist_config
+
+REPO = Path(__file__).resolve().parents[1]
+RECORD = REPO / "docs" / "record" / "cpu"
+
+
+def committed_runs() -> list[Path]:
+    return sorted((RECORD / "runs").glob("*/metrics.json"))
+
+
+def test_record_exists_with_its_config_and_runs():
+    assert (RECORD / "config.yaml").exists(), "docs/record/cpu/config.yaml is missing"
+    assert (RECORD / "published.yaml").exists()
+    assert committed_runs(), "the record holds no finished run"
+    cfg = fmnist_config.load(RECORD / "config.yaml")
+    runs, _ = experiments.expand(cfg)
+    for path in committed_runs():
+        assert path.parent.name in runs, f"{path.parent.name} is not a run of the record's config"
+        assert (path.parent / "history.csv").exists()
+        assert not (path.parent / "model.pt").exists(), "model weights stay out of git"
+    # The record's config is the repository's record config, so the workflow can go on with it.
+    assert (RECORD / "config.yaml").read_text() == (REPO / "config" / "record_cpu.yaml").read_text()
+
+
+def test_committed_tables_equal_what_the_runs_give():
+    assert record.check(RECORD) == []
+
+
+def test_headline_lists_the_published_figures_the_record_covers():
+    published = pd.read_csv(RECORD / "tables" / "published.csv")
+    headline = (RECORD / "headline.md").read_text()
+    cfg = fmnist_config.load(RECORD / "config.yaml")
+    _, studies = experiments.expand(cfg)
+    covered = {r.rsplit(".s", 1)[0] for ids in studies.values() for r in ids}
+    rows = published[published["experiment"].isin(covered)]
+    assert len(rows) >= 10, "the record covers report B's eight and report D's LeNet-like and ResNet10"
+    for label in rows["label"]:
+        assert label.replace("|", "\\|") in headline
+
+
+@pytest.fixture()
+def record_copy(tmp_path) -> Path:
+    dest = tmp_path / "cpu"
+    shutil.copytree(RECORD, dest)
+    return dest
+
+
+def test_a_changed_run_is_caught(record_copy):
+    path = sorted((record_copy / "runs").glob("*/metrics.json"))[0]
+    m = json.loads(path.read_text())
+    m["test_accuracy"] = (m.get("test_accuracy") or 0.5) - 0.01
+    m["best_val_accuracy"] = (m.get("best_val_accuracy") or 0.5) - 0.01
+    path.write_text(json.dumps(m))
+    differ = record.check(record_copy)
+    assert any(d.startswith("runs.csv") for d in differ), differ
+
+
+def test_a_removed_run_is_caught(record_copy):
+    shutil.rmtree(sorted((record_copy / "runs").glob("*"))[0])
+    assert any(d.startswith("runs.csv") for d in record.check(record_copy))
+
+
+def test_export_adds_finished_runs_and_rebuilds(record_copy, tmp_path):
+    """Export from a results tree holding the record's runs gives the same tables (idempotent)."""
+    results = tmp_path / "results"
+    shutil.copytree(record_copy / "runs", results / "runs")
+    out = tmp_path / "again"
+    r = record.export(RECORD / "config.yaml", results, out, published=RECORD / "published.yaml")
+    assert r["finished"] == len(committed_runs())
+    assert (out / "runs.csv").read_text() == (RECORD / "runs.csv").read_text()
+    assert (out / "headline.md").read_text() == (RECORD / "headline.md").read_text()
