@@ -1,4 +1,4 @@
-"""Command line: list runs, fetch and prepare data, train one run by hand, inspect models, benchmark."""
+"""Command line: list runs, fetch and prepare data, train one run by hand, inspect models, benchmark, plan."""
 
 from __future__ import annotations
 
@@ -188,6 +188,22 @@ def cmd_bench_dag(args) -> int:
     ])
 
 
+def cmd_bench_deform(args) -> int:
+    from fmnist import bench
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    r = bench.deform(models, args.batch_size, args.seconds, args.repeats, args.threads,
+                     log=(lambda _m: None) if args.json else print)
+    load = ", ".join(f"{x:.2f}" for x in r["load_average"])
+    return _print_result(r, args.json, [
+        f"deformable convolution, training images/s on {r['device_name']}, batch {r['batch_size']}, "
+        f"{r['threads']} thread(s), medians of {r['repeats']} alternating repeats (load average {load})",
+        f"{'model':18s} {'part':16s} {'input':10s} {'torchvision':>12s} {'fast':>10s} {'ratio':>7s}",
+        *(f"{x['model']:18s} {x['part']:16s} {x['input']:10s} {x['torchvision_images_per_s']:12.1f} "
+          f"{x['fast_images_per_s']:10.1f} {x['ratio']:6.2f}x" for x in r["rows"]),
+    ])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fmnist", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -228,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.set_defaults(func=cmd_models)
 
-    bench = sub.add_parser("bench", help="benchmarks: throughput, speedrun, dag").add_subparsers(
+    bench = sub.add_parser("bench", help="benchmarks: throughput, speedrun, dag, deform").add_subparsers(
         dest="bench", required=True)
     p = bench.add_parser("throughput", help="fmnist's trainer against the reports' DataLoader loop")
     p.add_argument("--model", default="standard_cnn")
@@ -266,6 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_dag)
+
+    p = bench.add_parser("deform", help="fast CPU deformable convolution against torchvision's kernel")
+    p.add_argument("--models", default="deformable_cnn,deformable_cnn_a", help="comma-separated presets")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seconds", type=float, default=2.0, help="timed seconds per layer, model and repeat")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_deform)
     return parser
 
 
