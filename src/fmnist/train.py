@@ -236,11 +236,13 @@ def train_run(
     log: Callable[[str], None] = print,
     resume: bool = True,
     stop_after_epochs: int | None = None,
+    max_steps: int | None = None,
 ) -> dict:
     """Train `run` (a resolved config from fmnist.experiments) and write its files into `out_dir`.
 
     Writes history.csv, confusion.csv, model.pt and, last, metrics.json. Returns the metrics.
     `stop_after_epochs` ends the process's work early (as a kill would) for resume tests.
+    `max_steps` caps the steps of each epoch (smoke mode).
     """
     t_setup = time.perf_counter()
     out_dir = Path(out_dir)
@@ -304,7 +306,7 @@ def train_run(
     epoch = start_epoch
     for epoch in range(start_epoch + 1, cfg["epochs"] + 1):
         t0 = time.perf_counter()
-        loss_sum, correct, reason = loop.epoch(train, epoch)
+        loss_sum, correct, reason = loop.epoch(train, epoch, max_steps=max_steps)
         if reason:
             status = "diverged"
             log(f"[{run['id']}] diverged: {reason}; recording the run as diverged")

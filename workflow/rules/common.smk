@@ -12,13 +12,24 @@ from fmnist import config as fmnist_config  # noqa: E402
 from fmnist import data as fmnist_data  # noqa: E402
 from fmnist import experiments  # noqa: E402
 from fmnist import plan as fmnist_plan  # noqa: E402
+from fmnist import smoke as fmnist_smoke  # noqa: E402
 
 try:
+    fmnist_smoke.normalise_switch(config)
     fmnist_config.validate(config)
+    if config["smoke"]:  # every job for a few steps, in its own tree (fmnist.smoke)
+        fmnist_smoke.configure(config)
     RUNS, STUDIES = experiments.expand(config)
+    if config["smoke"]:
+        RUNS = {rid: fmnist_smoke.shrink_run(run) for rid, run in RUNS.items()}
     compare.check_report_config(config["report"], STUDIES)
 except fmnist_config.ConfigError as exc:
     raise WorkflowError(f"fmnist: {exc}") from None
+
+if config["smoke"]:
+
+    workdir: fmnist_smoke.WORKDIR
+
 
 DATA_DIR = Path(config["data"]["dir"])
 RAW_DIR = DATA_DIR / "raw"

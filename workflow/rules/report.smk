@@ -3,7 +3,8 @@
 PUBLISHED = config["report"]["published"]
 SWEEPS = {s["name"]: s for s in config["report"]["sweeps"]}
 FIGURES = "results/figures"
-TEMPLATES = sorted(f"workflow/templates/{p.name}" for p in Path(workflow.basedir, "workflow", "templates").glob("*.j2"))
+# absolute: smoke mode runs in smoke/ (fmnist.smoke), away from the templates
+TEMPLATES = sorted(str(p) for p in Path(workflow.basedir, "workflow", "templates").absolute().glob("*.j2"))
 
 
 wildcard_constraints:
@@ -114,6 +115,7 @@ rule report:
         title=config["report"]["title"],
         config_hash=experiments.config_hash(config),
         template="summary.html.j2",
+        smoke=config["smoke"],
     conda:
         "../../envs/fmnist.yaml"
     log:

@@ -12,6 +12,7 @@ rule train:
     params:
         run=run_config,
         device=config["device"],
+        max_steps=fmnist_smoke.SMOKE_STEPS if config["smoke"] else None,
     threads: config["threads"]
     resources:
         gpu=gpu_per_run(),

@@ -8,7 +8,7 @@ from _setup import redirect_output  # noqa: E402
 
 redirect_output(snakemake.log[0])  # noqa: F821
 
-from fmnist import report  # noqa: E402
+from fmnist import report, smoke  # noqa: E402
 
 sm = snakemake  # noqa: F821
 template_dir = Path(sm.input.templates[0]).parent
@@ -27,3 +27,5 @@ report.write_report(
     config_hash=sm.params.config_hash,
     repo=Path(sm.scriptdir).parents[1],
 )
+if sm.params.smoke:
+    smoke.mark_report(sm.output[0])
