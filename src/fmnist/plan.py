@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fmnist import config as fmnist_config
+from fmnist import features
 
 FULL_TRAIN_IMAGES = 60_000
 FULL_TEST_IMAGES = 10_000
@@ -145,13 +146,22 @@ def measure(run: dict, device: str, threads: int, fast: bool, seconds: float = 2
 
 
 def run_cost(run: dict, sizes: dict[str, int], figure: dict | None, fast: bool) -> dict[str, Any]:
-    """Images and estimated seconds of one run (None where its model has no measured figure)."""
+    """Images and estimated seconds of one run (None where its model has no measured figure).
+
+    A run on cached features (fast, and fmnist.features.cacheable) trains only its head; the backbone
+    pass is costed once per feature set by `plan`, shared by every run on it.
+    """
     epochs = int(run["train"]["epochs"])
     trained = epochs * sizes["train"]
     evaluated = epochs * sizes["val"] + sizes["test"]
     row: dict[str, Any] = {"run": run["id"], "epochs": epochs, "train_images": trained,
                            "eval_images": evaluated, "images_per_s": None, "seconds": None}
     if figure is None:
+        return row
+    if fast and features.cacheable(run) and "feature_images_per_s" in figure:
+        row["feature_set"] = features.feature_key(run)
+        row["images_per_s"] = features.HEAD_IMAGES_PER_S
+        row["seconds"] = (trained + evaluated) / features.HEAD_IMAGES_PER_S
         return row
     ips = figure["train_images_per_s"]
     row["images_per_s"] = ips
@@ -170,6 +180,8 @@ def plan(config: dict, *, fast: bool = True, measure_missing: bool = False, reme
     label = device_label(device, threads)
     cache = load_cache()
     rows: dict[str, dict] = {}
+    feature_sets: dict[str, float] = {}
+    use_features = fast and config.get("feature_cache", True)
     for rid, run in runs.items():
         key = throughput_key(run, label, fast)
         if (remeasure or key not in cache) and measure_missing:
@@ -178,16 +190,33 @@ def plan(config: dict, *, fast: bool = True, measure_missing: bool = False, reme
             cache[key] = measure(run, device, threads, fast, seconds)
             save_cache(cache)
         figure = cache.get(key)
+        if use_features and figure and features.cacheable(run) and "feature_images_per_s" not in figure \
+                and measure_missing:
+            import torch
+
+            from fmnist.train import select_device
+
+            log(f"[plan] measuring the feature pass of {run['model']['name']} on {label} ...")
+            torch.set_num_threads(threads)
+            figure["feature_images_per_s"] = round(
+                features.feature_images_per_second(run, select_device(device), seconds), 2)
+            save_cache(cache)
         sizes = split_sizes(config["data"], run["train"]["train_fraction"])
-        rows[rid] = run_cost(run, sizes, figure, fast)
+        row = rows[rid] = run_cost(run, sizes, figure, use_features)
+        if "feature_set" in row:  # one backbone pass over the three splits, shared by the set's runs
+            full = split_sizes(config["data"])
+            feature_sets[row["feature_set"]] = sum(full.values()) / figure["feature_images_per_s"]
     per_study = {}
     for study, ids in studies.items():
         known = [rows[i]["seconds"] for i in dict.fromkeys(ids) if rows[i]["seconds"] is not None]
-        per_study[study] = {"runs": len(set(ids)), "measured": len(known), "hours": sum(known) / 3600}
-    total = sum(r["seconds"] for r in rows.values() if r["seconds"] is not None)
+        sets = {rows[i]["feature_set"] for i in ids if "feature_set" in rows[i]}
+        per_study[study] = {"runs": len(set(ids)), "measured": len(known),
+                            "hours": (sum(known) + sum(feature_sets[s] for s in sets)) / 3600}
+    total = sum(r["seconds"] for r in rows.values() if r["seconds"] is not None) + sum(feature_sets.values())
     # hours of one job on `threads` cores: jobs running side by side each need their own cores
     unit = "GPU-hours" if label.startswith("cuda") else f"hours x {threads} cores"
     return {"device": label, "unit": unit, "fast_paths": fast, "runs": rows, "studies": per_study,
+            "feature_sets": {k: v / 3600 for k, v in feature_sets.items()},
             "missing": sorted({runs[r]["model"]["name"] for r, x in rows.items() if x["seconds"] is None}),
             "total_hours": total / 3600}
 
@@ -203,7 +232,8 @@ def resources(run: dict, config: dict, attempt: int = 1, cache: dict | None = No
     if figure is None:
         return {"runtime": DEFAULT_RUNTIME_MINUTES * attempt, "mem_mb": DEFAULT_MEM_MB * attempt}
     sizes = split_sizes(config["data"], run["train"]["train_fraction"])
-    seconds = run_cost(run, sizes, figure, fast=fast_paths_enabled())["seconds"]
+    # a run on cached features trains its head only (the features job has the backbone's cost)
+    seconds = run_cost(run, sizes, figure, fast=fast_paths_enabled() and config.get("feature_cache", True))["seconds"]
     runtime = math.ceil(seconds * SAFETY * attempt / 60) + OVERHEAD_MINUTES
     batch = max(int(run["train"]["batch_size"]), int(run["train"]["eval_batch_size"]))
     model_mb = (figure["params"] * 16 + figure["activation_bytes_per_image"] * batch) / 2**20

@@ -11,6 +11,7 @@ from fmnist import compare  # noqa: E402
 from fmnist import config as fmnist_config  # noqa: E402
 from fmnist import data as fmnist_data  # noqa: E402
 from fmnist import experiments  # noqa: E402
+from fmnist import features as fmnist_features  # noqa: E402
 from fmnist import plan as fmnist_plan  # noqa: E402
 from fmnist import smoke as fmnist_smoke  # noqa: E402
 
@@ -67,6 +68,22 @@ def train_resources(name):
     return lambda wildcards, attempt: fmnist_plan.resources(RUNS[wildcards.run], config, attempt, COST_CACHE)[name]
 
 
+# Head-only transfer runs share one backbone pass per feature set (fmnist.features).
+FEATURE_SETS = {}
+if config["feature_cache"]:
+    for _run in RUNS.values():
+        if fmnist_features.cacheable(_run):
+            FEATURE_SETS.setdefault(fmnist_features.feature_key(_run), fmnist_features.feature_spec(_run))
+
+
+def run_features(wildcards):
+    """The train job's cached features input, if its run uses them."""
+    run = RUNS[wildcards.run]
+    if config["feature_cache"] and fmnist_features.cacheable(run):
+        return {"features": f"{fmnist_features.FEATURE_DIR}/{fmnist_features.feature_key(run)}.pt"}
+    return {}
+
+
 def run_config(wildcards):
     return experiments.canonical_json(RUNS[wildcards.run])
 
@@ -78,3 +95,4 @@ def run_files(name):
 wildcard_constraints:
     run="|".join(map(lambda r: r.replace(".", r"\."), RUNS)) or "NO_RUNS",
     name="|".join(fmnist_data.FILES),
+    feature_set="|".join(map(lambda k: k.replace(".", r"\."), FEATURE_SETS)) or "NO_FEATURE_SETS",

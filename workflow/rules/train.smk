@@ -1,8 +1,28 @@
 # One training job per resolved run; its resolved config is a param, so changing it reruns that run only.
 
 
+rule features:
+    input:
+        data=PREPARED,
+    output:
+        f"{fmnist_features.FEATURE_DIR}/{{feature_set}}.pt",
+    params:
+        spec=lambda wildcards: FEATURE_SETS[wildcards.feature_set],
+        device=config["device"],
+    threads: config["threads"]
+    resources:
+        gpu=gpu_per_run(),
+    conda:
+        "../../envs/fmnist.yaml"
+    log:
+        "logs/features/{feature_set}.log",
+    script:
+        "../scripts/features.py"
+
+
 rule train:
     input:
+        unpack(run_features),
         data=PREPARED,
     output:
         metrics=f"{RUN_DIR}/metrics.json",

@@ -19,4 +19,5 @@ train.train_run(
     device=sm.params.device,
     threads=sm.threads,
     max_steps=sm.params.max_steps,
+    features_path=sm.input.get("features"),
 )
