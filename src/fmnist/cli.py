@@ -211,7 +211,8 @@ def cmd_plan(args) -> int:
     if args.threads:
         cfg["threads"] = args.threads
     r = plan.plan(cfg, fast=args.fast, measure_missing=args.measure, remeasure=args.remeasure,
-                  seconds=args.seconds, log=(lambda _m: None) if args.json else print)
+                  seconds=args.seconds, batch_cap=args.measure_batch_cap,
+                  log=(lambda _m: None) if args.json else print)
     if args.json:
         json.dump(r, sys.stdout, indent=2)
         print()
@@ -283,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cost with fmnist's fast paths (default) or without them (--no-fast)")
     p.add_argument("--seconds", type=float, default=2.0, help="timed training seconds per measured model")
     p.add_argument("--threads", type=int, help="torch threads per job (default: the config's)")
+    p.add_argument("--measure-batch-cap", type=int,
+                   help="measure at most this many images per step (big models on a slow device)")
     p.add_argument("--runs", action="store_true", help="also print one line per run")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plan)

@@ -108,8 +108,12 @@ def split_sizes(data_cfg: dict, train_fraction: float = 1.0) -> dict[str, int]:
     return {"train": train, "val": val, "test": data_cfg.get("test_limit") or FULL_TEST_IMAGES}
 
 
-def measure(run: dict, device: str, threads: int, fast: bool, seconds: float = 2.0) -> dict:
-    """Measure a run's model: training images/s at its batch size, activation bytes per image, parameters."""
+def measure(run: dict, device: str, threads: int, fast: bool, seconds: float = 2.0,
+            batch_cap: int | None = None) -> dict:
+    """Measure a run's model: training images/s at its batch size, activation bytes per image, parameters.
+
+    `batch_cap` measures at most that many images per step (the figure then stands for the run's
+    batch size): for large models on a slow device, where a step at the full batch takes minutes."""
     import torch
 
     from fmnist import models
@@ -126,6 +130,8 @@ def measure(run: dict, device: str, threads: int, fast: bool, seconds: float = 2
     model = models.build_model(m["arch"], args)
     params, _ = model_measure.count_params(model)
     batch = int(run["train"]["batch_size"])
+    if batch_cap:
+        batch = min(batch, int(batch_cap))
     saved = [0]
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -141,6 +147,7 @@ def measure(run: dict, device: str, threads: int, fast: bool, seconds: float = 2
         ips, steps = model_measure.train_images_per_second(model, dev, batch, seconds)
     row = {"train_images_per_s": round(ips, 2), "steps": steps, "params": params,
            "activation_bytes_per_image": saved[0] // batch, "device_name": device_name(dev),
+           "measured_batch": batch,
            "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
     return row
 
@@ -170,7 +177,7 @@ def run_cost(run: dict, sizes: dict[str, int], figure: dict | None, fast: bool) 
 
 
 def plan(config: dict, *, fast: bool = True, measure_missing: bool = False, remeasure: bool = False,
-         seconds: float = 2.0, log=print) -> dict[str, Any]:
+         seconds: float = 2.0, batch_cap: int | None = None, log=print) -> dict[str, Any]:
     """Cost rows of every run of `config` (validated), per study and in total."""
     from fmnist import experiments
 
@@ -187,7 +194,7 @@ def plan(config: dict, *, fast: bool = True, measure_missing: bool = False, reme
         if (remeasure or key not in cache) and measure_missing:
             log(f"[plan] measuring {run['model']['name']} (batch {run['train']['batch_size']}"
                 f"{', ' + fast_mode(run, fast) if fast_mode(run, fast) else ''}) on {label} ...")
-            cache[key] = measure(run, device, threads, fast, seconds)
+            cache[key] = measure(run, device, threads, fast, seconds, batch_cap)
             save_cache(cache)
         figure = cache.get(key)
         if use_features and figure and features.cacheable(run) and "feature_images_per_s" not in figure \
