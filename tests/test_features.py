@@ -92,9 +92,11 @@ def test_plan_costs_one_feature_pass_per_set_and_the_heads(monkeypatch, tmp_path
     config.validate(cfg)
     runs = list(experiments.expand(cfg)[0].values())
     label = plan.device_label("cpu", 1)
-    plan.save_cache({plan.throughput_key(r, label, True): {"train_images_per_s": 50.0, "feature_images_per_s": 300.0,
-                                                           "params": 1, "activation_bytes_per_image": 1}
-                     for r in runs})
+    cache = {plan.throughput_key(r, label, True): {"train_images_per_s": 50.0, "params": 1,
+                                                   "activation_bytes_per_image": 1} for r in runs}
+    cache[f"{label}|torch {plan._torch_version()}|features|{features.feature_key(runs[0])}"] = {
+        "feature_images_per_s": 300.0}
+    plan.save_cache(cache)
     on, off = plan.plan(cfg, fast=True), plan.plan(cfg, fast=False)
     images = 2000 + 1000  # train + val + test of tiny_config, once for the set
     heads = sum(2 * 1800 + 2 * 200 + 1000 for _ in runs) / features.HEAD_IMAGES_PER_S

@@ -197,17 +197,21 @@ def plan(config: dict, *, fast: bool = True, measure_missing: bool = False, reme
             cache[key] = measure(run, device, threads, fast, seconds, batch_cap)
             save_cache(cache)
         figure = cache.get(key)
-        if use_features and figure and features.cacheable(run) and "feature_images_per_s" not in figure \
-                and measure_missing:
-            import torch
+        if use_features and figure and features.cacheable(run):
+            # the backbone pass depends on the feature set, not on the head's batch size: one figure per set
+            fkey = f"{label}|torch {_torch_version()}|features|{features.feature_key(run)}"
+            if fkey not in cache and measure_missing:
+                import torch
 
-            from fmnist.train import select_device
+                from fmnist.train import select_device
 
-            log(f"[plan] measuring the feature pass of {run['model']['name']} on {label} ...")
-            torch.set_num_threads(threads)
-            figure["feature_images_per_s"] = round(
-                features.feature_images_per_second(run, select_device(device), seconds), 2)
-            save_cache(cache)
+                log(f"[plan] measuring the feature pass of {run['model']['name']} on {label} ...")
+                torch.set_num_threads(threads)
+                cache[fkey] = {"feature_images_per_s": round(features.feature_images_per_second(
+                    run, select_device(device), seconds, min(200, batch_cap or 200)), 2)}
+                save_cache(cache)
+            if fkey in cache:
+                figure = {**figure, **cache[fkey]}
         sizes = split_sizes(config["data"], run["train"]["train_fraction"])
         row = rows[rid] = run_cost(run, sizes, figure, use_features)
         if "feature_set" in row:  # one backbone pass over the three splits, shared by the set's runs
