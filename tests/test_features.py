@@ -22,7 +22,7 @@ def small_transfer_run(arch="mobilenet_v3_small", augmentation="none", **train_o
     return next(iter(experiments.expand(cfg)[0].values()))
 
 
-@pytest.mark.parametrize("arch", ["mobilenet_v3_small", "resnet18"])
+@pytest.mark.parametrize("arch", ["mobilenet_v3_small", pytest.param("resnet18", marks=pytest.mark.slow)])
 def test_cached_head_only_run_equals_the_uncached_one(arch, prepared_small, tmp_path):
     torch.set_num_threads(1)
     # a train subset: the cache must pick the same rows. SGD: Adam's per-element normalisation would turn
