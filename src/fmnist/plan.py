@@ -243,7 +243,8 @@ def resources(run: dict, config: dict, attempt: int = 1, cache: dict | None = No
     if figure is None:
         return {"runtime": DEFAULT_RUNTIME_MINUTES * attempt, "mem_mb": DEFAULT_MEM_MB * attempt}
     sizes = split_sizes(config["data"], run["train"]["train_fraction"])
-    # a run on cached features trains its head only (the features job has the backbone's cost)
+    # the run's own figure has no feature pass merged in, so a run on cached features asks for what the
+    # full model would need: more than its head needs, never less
     seconds = run_cost(run, sizes, figure, fast=fast_paths_enabled() and config.get("feature_cache", True))["seconds"]
     runtime = math.ceil(seconds * SAFETY * attempt / 60) + OVERHEAD_MINUTES
     batch = max(int(run["train"]["batch_size"]), int(run["train"]["eval_batch_size"]))
