@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fmnist import augment, data, metrics, recipes
+from fmnist import augment, data, features, metrics, recipes
 from fmnist.experiments import config_hash
 from fmnist.integrity import HISTORY_COLUMNS
 from fmnist.models import build_model
@@ -88,6 +88,8 @@ class Normalizer:
 
 
 def to_unit(images_u8: torch.Tensor) -> torch.Tensor:
+    if images_u8.dtype != torch.uint8:  # cached backbone features (fmnist.features) arrive as floats
+        return images_u8
     return images_u8.float().div_(255.0)
 
 
@@ -266,11 +268,15 @@ def train_run(
     log: Callable[[str], None] = print,
     resume: bool = True,
     stop_after_epochs: int | None = None,
+    max_steps: int | None = None,
+    features_path: Path | str | None = None,
 ) -> dict:
     """Train `run` (a resolved config from fmnist.experiments) and write its files into `out_dir`.
 
     Writes history.csv, confusion.csv, model.pt and, last, metrics.json. Returns the metrics.
     `stop_after_epochs` ends the process's work early (as a kill would) for resume tests.
+    `max_steps` caps the steps of each epoch (smoke mode). `features_path`: the run's cached backbone
+    features (fmnist.features); the run then trains and evaluates only its head on them.
     """
     t_setup = time.perf_counter()
     out_dir = Path(out_dir)
@@ -289,19 +295,24 @@ def train_run(
     classes = meta["classes"]
     num_classes = len(classes)
     train_x, train_y = arrays["train_images"], arrays["train_labels"]
+    keep = None
     if cfg["train_fraction"] < 1.0:
         keep = data.stratified_subset(
             train_y, float(cfg["train_fraction"]), np.random.default_rng(meta["split_seed"])
         )
         train_x, train_y = train_x[keep], train_y[keep]
-    train = Batches(train_x, train_y, dev)
-    val = Batches(arrays["val_images"], arrays["val_labels"], dev)
+    cached = features.load(features_path, dev, keep) if features_path else None
+    train = cached["train"] if cached else Batches(train_x, train_y, dev)
+    val = cached["val"] if cached else Batches(arrays["val_images"], arrays["val_labels"], dev)
 
     loop = StepLoop.build(run, num_classes, n_train=len(train), device=dev)
+    full_model = loop.model
+    n_params, n_trainable = count_params(full_model)
+    if cached:
+        features.attach_head(loop)
     model, optimizer, schedule, ema = loop.model, loop.optimizer, loop.schedule, loop.ema
     normalize, autocast, aug = loop.normalize, loop.autocast, loop.aug
     batch_size, steps, n_train = loop.batch_size, loop.steps, len(train)
-    n_params, n_trainable = count_params(model)
     es = cfg["early_stopping"]
     higher_better = es["monitor"] == "val_accuracy"
 
@@ -309,7 +320,7 @@ def train_run(
     best = {"score": None, "epoch": 0, "state": None}
     bad_epochs, start_epoch, elapsed, images_seen = 0, 0, 0.0, 0
     status, reason = "ok", ""
-    identity = config_hash(run)
+    identity = config_hash({**run, "cached_features": True} if cached else run)  # resume state differs
     resume_path = out_dir / RESUME_FILE
     state = load_resume_state(resume_path, identity, dev, log=lambda m: log(f"[{run['id']}] {m}")) if resume else None
     if state is not None:
@@ -331,7 +342,7 @@ def train_run(
     epoch = start_epoch
     for epoch in range(start_epoch + 1, cfg["epochs"] + 1):
         t0 = time.perf_counter()
-        loss_sum, correct, reason = loop.epoch(train, epoch)
+        loss_sum, correct, reason = loop.epoch(train, epoch, max_steps=max_steps)
         if reason:
             status = "diverged"
             log(f"[{run['id']}] diverged: {reason}; recording the run as diverged")
@@ -391,7 +402,7 @@ def train_run(
     if best["state"] is not None and (restore_best or status == "diverged"):
         final.load_state_dict(best["state"])
         tested_epoch = best["epoch"]
-    test = Batches(arrays["test_images"], arrays["test_labels"], dev)
+    test = cached["test"] if cached else Batches(arrays["test_images"], arrays["test_labels"], dev)
     if best["state"] is not None or status == "ok":
         test_loss, test_acc, pred = evaluate(final, test, normalize, cfg["eval_batch_size"], autocast)
         cm = metrics.confusion_matrix(arrays["test_labels"], pred, num_classes)
@@ -406,7 +417,7 @@ def train_run(
 
     write_history(out_dir / "history.csv", history)
     write_confusion(out_dir / "confusion.csv", cm, classes)
-    atomic_torch_save(final.state_dict(), out_dir / "model.pt")
+    atomic_torch_save((full_model if cached else final).state_dict(), out_dir / "model.pt")
     result = {
         "run_id": run["id"],
         "status": status,
@@ -442,6 +453,7 @@ def train_run(
             if aug.mixes_labels else ""
         ),
         "evaluated_with_ema": ema is not None,
+        "cached_features": bool(cached),
         "device": str(dev),
         "device_name": device_name(dev),
         "n_train": n_train,

@@ -16,7 +16,10 @@ from fmnist import compare  # noqa: E402
 from fmnist import config as fmnist_config  # noqa: E402
 from fmnist import data as fmnist_data  # noqa: E402
 from fmnist import experiments  # noqa: E402
+from fmnist import features as fmnist_features  # noqa: E402
 from fmnist import integrity as fmnist_integrity  # noqa: E402
+from fmnist import plan as fmnist_plan  # noqa: E402
+from fmnist import smoke as fmnist_smoke  # noqa: E402
 
 
 def workflow_file(path):
@@ -32,17 +35,30 @@ def workflow_file(path):
 
 
 try:
+    fmnist_smoke.normalise_switch(config)
     fmnist_config.validate(config)
-    # The config keeps the path as written (it is hashed into the report), the rules use the file found.
+    # The config keeps the path as written (it is hashed into the report), the rules use the file
+    # found, as an absolute path (smoke mode changes the working directory).
     PUBLISHED = workflow_file(config["report"]["published"])
+    PUBLISHED = os.path.abspath(PUBLISHED) if PUBLISHED else PUBLISHED
+    if config["smoke"]:  # every job for a few steps, in its own tree (fmnist.smoke)
+        fmnist_smoke.configure(config)
     RUNS, STUDIES = experiments.expand(config)
+    if config["smoke"]:
+        RUNS = {rid: fmnist_smoke.shrink_run(run) for rid, run in RUNS.items()}
     compare.check_report_config({**config["report"], "published": PUBLISHED}, STUDIES)
 except fmnist_config.ConfigError as exc:
     raise WorkflowError(f"fmnist: {exc}") from None
 
+if config["smoke"]:
+
+    workdir: fmnist_smoke.WORKDIR
+
+
 # The run cache (README, Reliability): profiles/default turns on `--cache`; its store is
-# $SNAKEMAKE_OUTPUT_CACHE, by default cache/ in the working directory. Absolute, because Snakemake
-# links each run's outputs to their cache entries.
+# $SNAKEMAKE_OUTPUT_CACHE, by default cache/ in the working directory (smoke/cache in smoke mode, so
+# smoke results never mix with real ones). Absolute, because Snakemake links each run's outputs to
+# their cache entries.
 RUN_CACHE = Path(os.environ.setdefault("SNAKEMAKE_OUTPUT_CACHE", str(Path("cache").resolve())))
 RUN_CACHE.mkdir(parents=True, exist_ok=True)
 
@@ -102,6 +118,35 @@ def gpu_per_run():
     return 0
 
 
+# Measured throughput figures (python -m fmnist plan): read once, never measured while parsing.
+COST_CACHE = fmnist_plan.load_cache()
+
+
+def train_resources(name):
+    """A train job's `name` (runtime or mem_mb) from the cost plan's figures, growing with each attempt."""
+    return lambda wildcards, attempt: fmnist_plan.resources(
+        RUNS[wildcards.run], config, attempt, COST_CACHE
+    )[name]
+
+
+# Head-only transfer runs share one backbone pass per feature set (fmnist.features).
+FEATURE_SETS = {}
+if config["feature_cache"]:
+    for _run in RUNS.values():
+        if fmnist_features.cacheable(_run):
+            FEATURE_SETS.setdefault(
+                fmnist_features.feature_key(_run), fmnist_features.feature_spec(_run)
+            )
+
+
+def run_features(wildcards):
+    """The train job's cached features input, if its run uses them."""
+    run = RUNS[wildcards.run]
+    if config["feature_cache"] and fmnist_features.cacheable(run):
+        return {"features": f"{fmnist_features.FEATURE_DIR}/{fmnist_features.feature_key(run)}.pt"}
+    return {}
+
+
 def run_config(wildcards):
     return experiments.canonical_json(RUNS[wildcards.run])
 
@@ -122,3 +167,4 @@ def run_files(name):
 wildcard_constraints:
     run="|".join(map(lambda r: r.replace(".", r"\."), RUNS)) or "NO_RUNS",
     name="|".join(fmnist_data.FILES),
+    feature_set="|".join(map(lambda k: k.replace(".", r"\."), FEATURE_SETS)) or "NO_FEATURE_SETS",

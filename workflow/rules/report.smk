@@ -155,5 +155,6 @@ rule report:
         config_hash=experiments.config_hash(config),
         template="summary.html.j2",
         code=codeid.code_id(codeid.REPORT_MODULES),
+        smoke=config["smoke"],
     script:
         "../scripts/report.py"

@@ -2,8 +2,28 @@
 # either reruns that run only.
 
 
+rule features:
+    input:
+        data=PREPARED,
+    output:
+        f"{fmnist_features.FEATURE_DIR}/{{feature_set}}.pt",
+    log:
+        "logs/features/{feature_set}.log",
+    conda:
+        "../../envs/fmnist.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=gpu_per_run(),
+    params:
+        spec=lambda wildcards: FEATURE_SETS[wildcards.feature_set],
+        device=config["device"],
+    script:
+        "../scripts/features.py"
+
+
 rule train:
     input:
+        unpack(run_features),
         data=PREPARED,
     output:
         # multiext: the form Snakemake's between-workflow cache takes for a rule with several outputs.
@@ -24,10 +44,13 @@ rule train:
     threads: config["threads"]
     resources:
         gpu=gpu_per_run(),
+        runtime=train_resources("runtime"),  # minutes; `python -m fmnist plan` measures the figures
+        mem_mb=train_resources("mem_mb"),
     params:
         run=run_config,
         code=train_code,
         device=config["device"],
+        max_steps=fmnist_smoke.SMOKE_STEPS if config["smoke"] else None,
     script:
         "../scripts/train.py"
 

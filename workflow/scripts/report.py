@@ -8,7 +8,7 @@ from _setup import redirect_output  # noqa: E402
 
 redirect_output(snakemake.log[0])  # noqa: F821
 
-from fmnist import integrity, report  # noqa: E402
+from fmnist import integrity, report, smoke  # noqa: E402
 
 sm = snakemake  # noqa: F821
 for metrics in sm.input.metrics:  # the report reads each run's metrics and confusion matrix again
@@ -29,3 +29,5 @@ report.write_report(
     config_hash=sm.params.config_hash,
     repo=Path(sm.scriptdir).parents[1],
 )
+if sm.params.smoke:
+    smoke.mark_report(sm.output[0])

@@ -18,4 +18,6 @@ train.train_run(
     Path(sm.output.metrics).parent,
     device=sm.params.device,
     threads=sm.threads,
+    max_steps=sm.params.max_steps,
+    features_path=sm.input.get("features"),
 )

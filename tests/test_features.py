@@ -1,0 +1,105 @@
+"""Head-only transfer on cached backbone features equals the uncached run; the workflow computes each
+feature set once and shares it; augmentation on the backbone's input turns the cache off."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import make_workflow, planned_jobs, snakemake, tiny_config
+
+from fmnist import config, experiments, features, train
+
+
+def small_transfer_run(arch="mobilenet_v3_small", augmentation="none", **train_overrides):
+    cfg = tiny_config(
+        models={"m": {"arch": arch, "args": {"trainable": "head", "pretrained": False, "image_size": 32}}},
+        defaults={"epochs": 2, "batch_size": 32, "early_stopping": {"enabled": False}, **train_overrides},
+    )
+    cfg["studies"] = {"s": {"models": ["m"], "augmentations": [augmentation], "seeds": [3]}}
+    config.validate(cfg)
+    return next(iter(experiments.expand(cfg)[0].values()))
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v3_small", pytest.param("resnet18", marks=pytest.mark.slow)])
+def test_cached_head_only_run_equals_the_uncached_one(arch, prepared_small, tmp_path):
+    torch.set_num_threads(1)
+    # a train subset: the cache must pick the same rows. SGD: Adam's per-element normalisation would turn
+    # float-order noise in near-zero gradients into lr-sized weight differences
+    run = small_transfer_run(arch, train_fraction=0.5, optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9})
+    assert features.cacheable(run)
+    feats = tmp_path / "features.pt"
+    features.compute(features.feature_spec(run), prepared_small, feats, device="cpu", log=lambda _m: None)
+    plain = train.train_run(run, prepared_small, tmp_path / "plain", device="cpu", log=lambda _m: None)
+    cached = train.train_run(run, prepared_small, tmp_path / "cached", device="cpu", log=lambda _m: None,
+                             features_path=feats)
+    assert cached["cached_features"] and not plain["cached_features"]
+    for key in ("test_loss", "best_val_loss"):
+        assert cached[key] == pytest.approx(plain[key], rel=1e-4, abs=1e-5), key
+    assert abs(cached["test_accuracy"] - plain["test_accuracy"]) <= 1 / 1000  # one image at most
+    assert cached["params"] == plain["params"] and cached["trainable_params"] == plain["trainable_params"]
+    # model.pt holds the whole network in both, with the same trained head
+    a = torch.load(tmp_path / "plain" / "model.pt")
+    b = torch.load(tmp_path / "cached" / "model.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
+def test_what_the_cache_applies_to():
+    assert features.cacheable(small_transfer_run())
+    assert not features.cacheable(small_transfer_run(augmentation="flip"))  # changes the backbone input
+    assert not features.cacheable(small_transfer_run(ema={"enabled": True}))
+    # batch size, optimizer and seed are the head's business: same feature set
+    a = small_transfer_run(batch_size=8)
+    b = small_transfer_run(batch_size=128, optimizer={"name": "sgd", "lr": 0.01})
+    assert features.feature_key(a) == features.feature_key(b)
+    assert features.feature_key(a) != features.feature_key(small_transfer_run(normalize={"mean": 0.5, "std": 0.5}))
+
+
+@pytest.mark.slow
+def test_workflow_computes_one_feature_set_for_a_batch_size_sweep(tmp_path):
+    cfg = tiny_config(
+        models={"m": {"arch": "mobilenet_v3_small", "args": {"trainable": "head", "pretrained": False,
+                                                            "image_size": 32}}},
+        settings={f"bs{b}": {"batch_size": b} for b in (16, 32, 64)},
+    )
+    cfg["studies"] = {"sweep": {"models": ["m"], "settings": ["bs16", "bs32", "bs64"], "augmentations": ["none", "flip"]}}
+    root = make_workflow(tmp_path / "wf", cfg)
+    jobs = planned_jobs(root)
+    assert jobs["features"] == 1 and jobs["train"] == 6  # 3 cached (none) + 3 with flip on the image
+    (root / "off.yaml").write_text(json.dumps({**cfg, "feature_cache": False}))
+    assert "features" not in planned_jobs(root, "--configfile", "off.yaml")
+    # for real (smoke mode keeps it short): the cached runs say so, the flipped ones trained on images
+    snakemake(root, "--config", "smoke=true")
+    for path in (root / "smoke" / "results" / "runs").glob("*/metrics.json"):
+        m = json.loads(path.read_text())
+        assert m["status"] in ("ok", "not_learned")
+        assert m["cached_features"] == (m["augmentation"] == "none"), path.parent.name
+    assert len(list((root / "smoke" / "results" / "features").glob("*.pt"))) == 1
+
+
+def test_plan_costs_one_feature_pass_per_set_and_the_heads(monkeypatch, tmp_path):
+    from fmnist import plan
+
+    monkeypatch.setenv("FMNIST_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = tiny_config(
+        models={"m": {"arch": "mobilenet_v3_small", "args": {"trainable": "head", "pretrained": False}}},
+        settings={f"bs{b}": {"batch_size": b} for b in (16, 32)},
+    )
+    cfg["studies"] = {"sweep": {"models": ["m"], "settings": ["bs16", "bs32"]}}
+    config.validate(cfg)
+    runs = list(experiments.expand(cfg)[0].values())
+    label = plan.device_label("cpu", 1)
+    cache = {plan.throughput_key(r, label, True): {"train_images_per_s": 50.0, "params": 1,
+                                                   "activation_bytes_per_image": 1} for r in runs}
+    cache[f"{label}|torch {plan._torch_version()}|features|{features.feature_key(runs[0])}"] = {
+        "feature_images_per_s": 300.0}
+    plan.save_cache(cache)
+    on, off = plan.plan(cfg, fast=True), plan.plan(cfg, fast=False)
+    images = 2000 + 1000  # train + val + test of tiny_config, once for the set
+    heads = sum(2 * 1800 + 2 * 200 + 1000 for _ in runs) / features.HEAD_IMAGES_PER_S
+    assert on["total_hours"] * 3600 == pytest.approx(images / 300.0 + heads)
+    assert len(on["feature_sets"]) == 1
+    assert off["total_hours"] * 3600 == pytest.approx(2 * (3600 / 50.0 + 1400 / 150.0))
