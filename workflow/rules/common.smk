@@ -60,7 +60,8 @@ if config["smoke"]:
 # smoke results never mix with real ones). Absolute, because Snakemake links each run's outputs to
 # their cache entries.
 RUN_CACHE = Path(os.environ.setdefault("SNAKEMAKE_OUTPUT_CACHE", str(Path("cache").resolve())))
-RUN_CACHE.mkdir(parents=True, exist_ok=True)
+if workflow.is_main_process and not workflow.output_settings.dryrun:  # a dry run creates nothing
+    RUN_CACHE.mkdir(parents=True, exist_ok=True)
 
 # The command a damaged file's fix line names: the one in effect, with its --configfile. Set for
 # the jobs to read (not read here, so no `envvars:` assertion applies).
