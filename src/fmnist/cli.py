@@ -1,4 +1,4 @@
-"""Command line: list runs, fetch and prepare data, train one run by hand, inspect models, benchmark."""
+"""Command line: list runs, fetch and prepare data, train one run by hand, inspect models, benchmark, plan."""
 
 from __future__ import annotations
 
@@ -188,6 +188,52 @@ def cmd_bench_dag(args) -> int:
     ])
 
 
+def cmd_bench_deform(args) -> int:
+    from fmnist import bench
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    r = bench.deform(models, args.batch_size, args.seconds, args.repeats, args.threads,
+                     log=(lambda _m: None) if args.json else print)
+    load = ", ".join(f"{x:.2f}" for x in r["load_average"])
+    return _print_result(r, args.json, [
+        f"deformable convolution, training images/s on {r['device_name']}, batch {r['batch_size']}, "
+        f"{r['threads']} thread(s), medians of {r['repeats']} alternating repeats (load average {load})",
+        f"{'model':18s} {'part':16s} {'input':10s} {'torchvision':>12s} {'fast':>10s} {'ratio':>7s}",
+        *(f"{x['model']:18s} {x['part']:16s} {x['input']:10s} {x['torchvision_images_per_s']:12.1f} "
+          f"{x['fast_images_per_s']:10.1f} {x['ratio']:6.2f}x" for x in r["rows"]),
+    ])
+
+
+def cmd_plan(args) -> int:
+    from fmnist import plan
+
+    cfg = _load(args.configfile)
+    if args.threads:
+        cfg["threads"] = args.threads
+    r = plan.plan(cfg, fast=args.fast, measure_missing=args.measure, remeasure=args.remeasure,
+                  seconds=args.seconds, log=(lambda _m: None) if args.json else print)
+    if args.json:
+        json.dump(r, sys.stdout, indent=2)
+        print()
+        return 0
+    if args.runs:
+        print(f"{'run':60s} {'epochs':>6s} {'train images':>13s} {'images/s':>9s} {'hours':>8s}")
+        for row in r["runs"].values():
+            ips = "-" if row["images_per_s"] is None else f"{row['images_per_s']:9.1f}"
+            hours = "-" if row["seconds"] is None else f"{row['seconds'] / 3600:8.2f}"
+            print(f"{row['run']:60s} {row['epochs']:6d} {row['train_images']:13,d} {ips:>9s} {hours:>8s}")
+    print(f"cost plan on {r['device']} ({r['unit']}; fast paths {'on' if r['fast_paths'] else 'off'}; "
+          f"early stopping counted as running every epoch: an upper bound)")
+    print(f"{'study':24s} {'runs':>5s} {'measured':>9s} {r['unit']:>10s}")
+    for study, x in r["studies"].items():
+        print(f"{study:24s} {x['runs']:5d} {x['measured']:9d} {x['hours']:10.1f}")
+    print(f"{'total (each run once)':24s} {len(r['runs']):5d} "
+          f"{sum(x['seconds'] is not None for x in r['runs'].values()):9d} {r['total_hours']:10.1f}")
+    if r["missing"]:
+        print(f"not measured (left out of the sums; run without --no-measure): {', '.join(r['missing'])}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fmnist", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -228,7 +274,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.set_defaults(func=cmd_models)
 
-    bench = sub.add_parser("bench", help="benchmarks: throughput, speedrun, dag").add_subparsers(
+    p = sub.add_parser("plan", help="cost plan: images, measured images/s and hours per run, study and total")
+    p.add_argument("--configfile", help="config to plan (default config/config.yaml)")
+    p.add_argument("--measure", action=argparse.BooleanOptionalAction, default=True,
+                   help="measure models with no cached figure (default); --no-measure uses the cache only")
+    p.add_argument("--remeasure", action="store_true", help="measure every model again, replacing cached figures")
+    p.add_argument("--fast", action=argparse.BooleanOptionalAction, default=True,
+                   help="cost with fmnist's fast paths (default) or without them (--no-fast)")
+    p.add_argument("--seconds", type=float, default=2.0, help="timed training seconds per measured model")
+    p.add_argument("--threads", type=int, help="torch threads per job (default: the config's)")
+    p.add_argument("--runs", action="store_true", help="also print one line per run")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plan)
+
+    bench = sub.add_parser("bench", help="benchmarks: throughput, speedrun, dag, deform").add_subparsers(
         dest="bench", required=True)
     p = bench.add_parser("throughput", help="fmnist's trainer against the reports' DataLoader loop")
     p.add_argument("--model", default="standard_cnn")
@@ -266,6 +325,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_dag)
+
+    p = bench.add_parser("deform", help="fast CPU deformable convolution against torchvision's kernel")
+    p.add_argument("--models", default="deformable_cnn,deformable_cnn_a", help="comma-separated presets")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seconds", type=float, default=2.0, help="timed seconds per layer, model and repeat")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_deform)
     return parser
 
 

@@ -11,6 +11,7 @@ from fmnist import compare  # noqa: E402
 from fmnist import config as fmnist_config  # noqa: E402
 from fmnist import data as fmnist_data  # noqa: E402
 from fmnist import experiments  # noqa: E402
+from fmnist import plan as fmnist_plan  # noqa: E402
 
 try:
     fmnist_config.validate(config)
@@ -44,6 +45,15 @@ def gpu_per_run():
     if device == "auto":
         return int(fmnist_config.nvidia_gpu_present())
     return 0
+
+
+# Measured throughput figures (python -m fmnist plan): read once, never measured while parsing.
+COST_CACHE = fmnist_plan.load_cache()
+
+
+def train_resources(name):
+    """A train job's `name` (runtime or mem_mb) from the cost plan's figures, growing with each attempt."""
+    return lambda wildcards, attempt: fmnist_plan.resources(RUNS[wildcards.run], config, attempt, COST_CACHE)[name]
 
 
 def run_config(wildcards):

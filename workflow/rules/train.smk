@@ -15,6 +15,8 @@ rule train:
     threads: config["threads"]
     resources:
         gpu=gpu_per_run(),
+        runtime=train_resources("runtime"),  # minutes; `python -m fmnist plan` measures the figures
+        mem_mb=train_resources("mem_mb"),
     conda:
         "../../envs/fmnist.yaml"
     log:

@@ -1,10 +1,11 @@
-"""Deformable convolutional networks of reports A and B, built on torchvision.ops.DeformConv2d."""
+"""Deformable convolutional networks of reports A and B, built on torchvision.ops.DeformConv2d (fast CPU path: deform_ops)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.ops import DeformConv2d
+
+from fmnist.models.deform_ops import DeformConv2d  # torchvision's layer, with a fast CPU path
 
 OFFSET_INITS = ("default", "zero")
 

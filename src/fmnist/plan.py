@@ -1,0 +1,215 @@
+"""Cost plan: images each run trains, measured images/s of its model on this device, estimated hours;
+and the runtime/mem_mb a training job asks a scheduler for, from the same figures.
+
+The throughput figures are measured once per (device, model, batch size, fast paths) and kept in a
+JSON cache outside the repository ($FMNIST_CACHE_DIR or ~/.cache/fmnist/throughput.json), so that
+Snakemake can read them while it parses (no torch import, no measuring there). A run whose figure is
+not cached gets a conservative default for its resources. Early stopping makes every estimate an
+upper bound: a run is costed for all its epochs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from fmnist import config as fmnist_config
+
+FULL_TRAIN_IMAGES = 60_000
+FULL_TEST_IMAGES = 10_000
+EVAL_SPEEDUP = 3.0
+"""An evaluation forward pass costs about a third of a training step (forward + backward)."""
+SAFETY = 2.0
+"""Requested runtime = estimate x SAFETY x attempt (a retry after a time-out asks for more)."""
+OVERHEAD_MINUTES = 5
+"""Start-up, data loading and the final evaluation's files, per training job."""
+DEFAULT_RUNTIME_MINUTES = 120
+"""Runtime of a job whose model has no measured figure (per attempt)."""
+BASE_MEM_MB = 2000
+"""Python, torch and the dataset held in memory (47 MB as uint8, a few float copies)."""
+DEFAULT_MEM_MB = 8000
+
+
+def cache_path() -> Path:
+    root = os.environ.get("FMNIST_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fmnist"
+    )
+    return Path(root) / "throughput.json"
+
+
+def device_label(device: str = "auto", threads: int = 1) -> str:
+    """This machine's compute as a cache key, found without importing torch."""
+    if device.startswith("cuda") or (device == "auto" and fmnist_config.nvidia_gpu_present()):
+        return "cuda"  # refined by the measuring process (it knows the GPU's name)
+    model = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu {model}, {threads} threads"
+
+
+def _torch_version() -> str:
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return "none"
+
+
+def fast_mode(run: dict, fast: bool) -> str:
+    """The fast paths that change this run's cost: `deform` (fast CPU deformable conv) for deformable models."""
+    from fmnist import models
+
+    if models.PRESETS[run["model"]["arch"]].module == "deformable":
+        return "deform_fast" if fast else "deform_torchvision"
+    return ""
+
+
+def throughput_key(run: dict, label: str, fast: bool) -> str:
+    m = run["model"]
+    args = {k: v for k, v in m["args"].items() if k not in ("weights_path", "pretrained", "input_mean", "input_std")}
+    return "|".join([label, f"torch {_torch_version()}", m["arch"],
+                     json.dumps(args, sort_keys=True, separators=(",", ":")),
+                     f"batch {run['train']['batch_size']}", fast_mode(run, fast)])
+
+
+def load_cache(path: Path | None = None) -> dict[str, dict]:
+    path = path or cache_path()
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def save_cache(cache: dict[str, dict], path: Path | None = None) -> None:
+    path = path or cache_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
+    tmp.replace(path)  # atomic: a reader (a parsing Snakemake) never sees half a file
+
+
+def split_sizes(data_cfg: dict, train_fraction: float = 1.0) -> dict[str, int]:
+    """Images in the train, val and test splits a run uses (the prepared file's sizes, computed)."""
+    pool = data_cfg.get("train_limit") or FULL_TRAIN_IMAGES
+    val = round(pool * data_cfg.get("val_fraction", 0.1))
+    train = round((pool - val) * train_fraction)
+    return {"train": train, "val": val, "test": data_cfg.get("test_limit") or FULL_TEST_IMAGES}
+
+
+def measure(run: dict, device: str, threads: int, fast: bool, seconds: float = 2.0) -> dict:
+    """Measure a run's model: training images/s at its batch size, activation bytes per image, parameters."""
+    import torch
+
+    from fmnist import models
+    from fmnist.models import deform_ops
+    from fmnist.models import measure as model_measure
+    from fmnist.train import device_name, select_device
+
+    torch.set_num_threads(threads)
+    dev = select_device(device)
+    m = run["model"]
+    args = {**m["args"], "pretrained": False, "weights_path": None} if m["arch"] in models.TRANSFER_WEIGHTS \
+        else m["args"]
+    torch.manual_seed(0)
+    model = models.build_model(m["arch"], args)
+    params, _ = model_measure.count_params(model)
+    batch = int(run["train"]["batch_size"])
+    saved = [0]
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved[0] += t.numel() * t.element_size()
+        return t
+
+    model.to(dev).train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(torch.randn(batch, 1, 28, 28, device=dev)).sum().backward()
+    model.zero_grad(set_to_none=True)
+    ctx = deform_ops.torchvision_kernel() if not fast else contextlib.nullcontext()
+    with ctx:
+        ips, steps = model_measure.train_images_per_second(model, dev, batch, seconds)
+    row = {"train_images_per_s": round(ips, 2), "steps": steps, "params": params,
+           "activation_bytes_per_image": saved[0] // batch, "device_name": device_name(dev),
+           "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    return row
+
+
+def run_cost(run: dict, sizes: dict[str, int], figure: dict | None, fast: bool) -> dict[str, Any]:
+    """Images and estimated seconds of one run (None where its model has no measured figure)."""
+    epochs = int(run["train"]["epochs"])
+    trained = epochs * sizes["train"]
+    evaluated = epochs * sizes["val"] + sizes["test"]
+    row: dict[str, Any] = {"run": run["id"], "epochs": epochs, "train_images": trained,
+                           "eval_images": evaluated, "images_per_s": None, "seconds": None}
+    if figure is None:
+        return row
+    ips = figure["train_images_per_s"]
+    row["images_per_s"] = ips
+    row["seconds"] = trained / ips + evaluated / (ips * EVAL_SPEEDUP)
+    return row
+
+
+def plan(config: dict, *, fast: bool = True, measure_missing: bool = False, remeasure: bool = False,
+         seconds: float = 2.0, log=print) -> dict[str, Any]:
+    """Cost rows of every run of `config` (validated), per study and in total."""
+    from fmnist import experiments
+
+    fmnist_config.validate(config)
+    runs, studies = experiments.expand(config)
+    device, threads = config["device"], int(config["threads"])
+    label = device_label(device, threads)
+    cache = load_cache()
+    rows: dict[str, dict] = {}
+    for rid, run in runs.items():
+        key = throughput_key(run, label, fast)
+        if (remeasure or key not in cache) and measure_missing:
+            log(f"[plan] measuring {run['model']['name']} (batch {run['train']['batch_size']}"
+                f"{', ' + fast_mode(run, fast) if fast_mode(run, fast) else ''}) on {label} ...")
+            cache[key] = measure(run, device, threads, fast, seconds)
+            save_cache(cache)
+        figure = cache.get(key)
+        sizes = split_sizes(config["data"], run["train"]["train_fraction"])
+        rows[rid] = run_cost(run, sizes, figure, fast)
+    per_study = {}
+    for study, ids in studies.items():
+        known = [rows[i]["seconds"] for i in dict.fromkeys(ids) if rows[i]["seconds"] is not None]
+        per_study[study] = {"runs": len(set(ids)), "measured": len(known), "hours": sum(known) / 3600}
+    total = sum(r["seconds"] for r in rows.values() if r["seconds"] is not None)
+    # hours of one job on `threads` cores: jobs running side by side each need their own cores
+    unit = "GPU-hours" if label.startswith("cuda") else f"hours x {threads} cores"
+    return {"device": label, "unit": unit, "fast_paths": fast, "runs": rows, "studies": per_study,
+            "missing": sorted({runs[r]["model"]["name"] for r, x in rows.items() if x["seconds"] is None}),
+            "total_hours": total / 3600}
+
+
+def resources(run: dict, config: dict, attempt: int = 1, cache: dict | None = None) -> dict[str, int]:
+    """runtime (minutes) and mem_mb of a training job, from the cached figures; no torch, no measuring.
+
+    Both grow with `attempt`, so a job killed at its limit comes back asking for more.
+    """
+    label = device_label(config["device"], int(config["threads"]))
+    cache = load_cache() if cache is None else cache
+    figure = cache.get(throughput_key(run, label, fast_paths_enabled()))
+    if figure is None:
+        return {"runtime": DEFAULT_RUNTIME_MINUTES * attempt, "mem_mb": DEFAULT_MEM_MB * attempt}
+    sizes = split_sizes(config["data"], run["train"]["train_fraction"])
+    seconds = run_cost(run, sizes, figure, fast=fast_paths_enabled())["seconds"]
+    runtime = math.ceil(seconds * SAFETY * attempt / 60) + OVERHEAD_MINUTES
+    batch = max(int(run["train"]["batch_size"]), int(run["train"]["eval_batch_size"]))
+    model_mb = (figure["params"] * 16 + figure["activation_bytes_per_image"] * batch) / 2**20
+    return {"runtime": runtime, "mem_mb": math.ceil((BASE_MEM_MB + model_mb * SAFETY) * attempt)}
+
+
+def fast_paths_enabled() -> bool:
+    """The fast paths a training job will take (FMNIST_FAST_DEFORM, read without importing torch)."""
+    return os.environ.get("FMNIST_FAST_DEFORM", "1") != "0"

@@ -1,0 +1,86 @@
+"""Cost plan: figures measured once and cached, per-study sums, and the train rule's resources from them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import make_workflow, snakemake, tiny_config
+
+from fmnist import cli, config, plan
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    d = tmp_path / "cache"
+    monkeypatch.setenv("FMNIST_CACHE_DIR", str(d))
+    return d
+
+
+def two_study_config(tmp_path):
+    cfg = tiny_config(studies={
+        "a": {"models": ["standard_cnn"], "seeds": [0, 1]},
+        "b": {"models": ["standard_cnn", "deformable_cnn"], "seeds": [0]},
+    })
+    path = tmp_path / "plan.yaml"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def test_plan_measures_once_caches_and_sums_per_study(tmp_path, cache_dir, capsys, monkeypatch):
+    path = two_study_config(tmp_path)
+    assert cli.main(["plan", "--configfile", str(path), "--seconds", "0.05"]) == 0
+    out = capsys.readouterr().out
+    cached = json.loads((cache_dir / "throughput.json").read_text())
+    assert len(cached) == 2 and all(v["train_images_per_s"] > 0 for v in cached.values())
+    assert any(k.endswith("deform_fast") for k in cached)
+    # a second plan reads the cache and measures nothing
+    monkeypatch.setattr(plan, "measure", lambda *a, **k: pytest.fail("measured a cached model"))
+    r = plan.plan(config.load(path), measure_missing=True, log=lambda _m: None)
+    assert "measuring" in out and "study" in out and "total" in out
+    # tiny_config: 2,000 images, 10% val -> 1,800 train x 2 epochs
+    row = r["runs"]["standard_cnn.none.default.s0"]
+    assert row["train_images"] == 2 * 1800 and row["eval_images"] == 2 * 200 + 1000
+    ips = row["images_per_s"]
+    assert row["seconds"] == pytest.approx(3600 / ips + 1400 / (3 * ips))
+    # study a: two seeds of standard_cnn; b: standard_cnn s0 (shared with a) + deformable_cnn
+    deform = r["runs"]["deformable_cnn.none.default.s0"]["seconds"]
+    assert r["studies"]["a"]["hours"] == pytest.approx(2 * row["seconds"] / 3600)
+    assert r["studies"]["b"]["hours"] == pytest.approx((row["seconds"] + deform) / 3600)
+    assert r["total_hours"] == pytest.approx((2 * row["seconds"] + deform) / 3600)
+    # without the fast paths the deformable model is a different figure, not yet measured
+    off = plan.plan(config.load(path), fast=False, measure_missing=False)
+    assert off["missing"] == ["deformable_cnn"] and off["runs"]["standard_cnn.none.default.s0"]["seconds"]
+
+
+def test_resources_grow_with_attempt_and_default_without_a_figure(tmp_path, cache_dir):
+    cfg = config.load(two_study_config(tmp_path))
+    from fmnist import experiments
+
+    run = experiments.expand(cfg)[0]["standard_cnn.none.default.s0"]
+    assert plan.resources(run, cfg, 1, cache={}) == {"runtime": plan.DEFAULT_RUNTIME_MINUTES,
+                                                     "mem_mb": plan.DEFAULT_MEM_MB}
+    key = plan.throughput_key(run, plan.device_label(cfg["device"], cfg["threads"]), True)
+    # 10 images/s: (3,600 + 1,400 / 3) / 10 s = 6.8 min -> x2 safety = 13.6 -> 14 + 5 overhead
+    figure = {key: {"train_images_per_s": 10.0, "params": 2**20, "activation_bytes_per_image": 2**16}}
+    one, two = plan.resources(run, cfg, 1, cache=figure), plan.resources(run, cfg, 2, cache=figure)
+    assert one["runtime"] == 14 + plan.OVERHEAD_MINUTES
+    assert two["runtime"] == 28 + plan.OVERHEAD_MINUTES and two["mem_mb"] == 2 * one["mem_mb"]
+    # 16 MB of weights/grads/Adam state + 64 KB x eval batch 1000 activations, x2 safety, + base
+    assert one["mem_mb"] == plan.BASE_MEM_MB + 2 * (16 + 1000 * 64 / 1024)
+
+
+def test_train_rule_asks_for_the_planned_resources(tmp_path, cache_dir):
+    cfg = tiny_config()
+    root = make_workflow(tmp_path / "wf", cfg)
+    proc = snakemake(root, "-n", "--verbose")
+    assert "runtime=120" in proc.stdout + proc.stderr  # no figure yet: the conservative default
+    from fmnist import experiments
+
+    run = next(iter(experiments.expand(config.load(root / "test.yaml"))[0].values()))
+    key = plan.throughput_key(run, plan.device_label("cpu", 1), True)
+    plan.save_cache({key: {"train_images_per_s": 10.0, "params": 2**20, "activation_bytes_per_image": 2**16}})
+    out = snakemake(root, "-n", "--verbose")
+    text = out.stdout + out.stderr
+    # the figures of test_resources_grow_with_attempt...: 14 + 5 minutes, 2,000 + 2 x (16 + 62.5) MB
+    assert "runtime=19," in text and "mem_mb=2157," in text, text[-3000:]
