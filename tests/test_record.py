@@ -82,3 +82,11 @@ def test_export_adds_finished_runs_and_rebuilds(record_copy, tmp_path):
     assert r["finished"] == len(committed_runs())
     assert (out / "runs.csv").read_text() == (RECORD / "runs.csv").read_text()
     assert (out / "headline.md").read_text() == (RECORD / "headline.md").read_text()
+
+
+def test_readme_shows_the_records_headline_table():
+    block = record.readme_block(REPO / "README.md", "cpu")
+    assert block is not None, "README.md lacks the <!-- record:cpu:start/end --> markers"
+    assert block.strip() == (RECORD / "headline.md").read_text().strip(), (
+        "README's record table is stale: python -m fmnist record export ... --readme README.md"
+    )

@@ -241,6 +241,9 @@ def cmd_record_export(args) -> int:
     r = record.export(args.configfile, args.results, args.dest, published=args.published,
                       report=args.report)
     print(f"{args.dest}: {r['finished']} of {r['runs']} runs finished and recorded; tables rebuilt")
+    if args.readme:
+        record.update_readme(args.readme, Path(args.dest).name, (Path(args.dest) / "headline.md").read_text())
+        print(f"{args.readme}: the record's table updated")
     print((Path(args.dest) / "headline.md").read_text(), end="")
     return 0
 
@@ -370,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dest", required=True, help="the record directory, e.g. docs/record/cpu")
     p.add_argument("--published", help="published figures (default: the config's report.published)")
     p.add_argument("--report", help="the workflow's summary.html, copied once every run has finished")
+    p.add_argument("--readme", help="a README with <!-- record:NAME:start/end --> markers to update (NAME: dest's name)")
     p.set_defaults(func=cmd_record_export)
     p = rec.add_parser("check", help="rebuild a record's tables from its runs and compare")
     p.add_argument("--dest", required=True, help="the record directory")

@@ -4,7 +4,7 @@ and a check that the tables can be rebuilt from the runs (docs/record/<name>/).
 Layout of a record directory:
     config.yaml        the study's config as it ran (config/record_cpu.yaml)
     published.yaml     the published figures it was judged against, as they were
-    runs/<run>/        metrics.json and history.csv of every finished run (no model weights)
+    runs/<run>/        metrics.json, history.csv and confusion.csv of every finished run (no weights)
     runs.csv, experiments.csv, tables/*.csv|md   aggregated by fmnist.aggregate from runs/
     headline.md        the published-vs-reproduced table of the figures the record covers
     summary.html       the workflow's report, when the study has been run to the end
@@ -26,7 +26,7 @@ import pandas as pd
 from fmnist import aggregate, compare, experiments
 from fmnist import config as fmnist_config
 
-RUN_FILES = ("metrics.json", "history.csv")
+RUN_FILES = ("metrics.json", "history.csv", "confusion.csv")
 HEADLINE_COLUMNS = ["report", "figure", "metric", "published", "seeds", "reproduced mean",
                     "95% prediction interval", "verdict"]
 
@@ -107,6 +107,31 @@ def headline_markdown(published: pd.DataFrame, experiments_covered: set[str]) ->
     return aggregate.to_markdown(headline(published, experiments_covered))
 
 
+README_START = "<!-- record:{name}:start -->"
+README_END = "<!-- record:{name}:end -->"
+
+
+def readme_block(readme: Path | str, name: str) -> str | None:
+    """The record table the README shows between its markers, or None without them."""
+    text = Path(readme).read_text()
+    start, end = README_START.format(name=name), README_END.format(name=name)
+    if start not in text or end not in text:
+        return None
+    return text.split(start, 1)[1].split(end, 1)[0].strip("\n")
+
+
+def update_readme(readme: Path | str, name: str, table: str) -> None:
+    """Put a record's headline table between the README's markers."""
+    readme = Path(readme)
+    text = readme.read_text()
+    start, end = README_START.format(name=name), README_END.format(name=name)
+    if start not in text or end not in text:
+        raise ValueError(f"{readme} has no {start} ... {end} markers; add them where the table goes")
+    head, rest = text.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    readme.write_text(f"{head}{start}\n{table.strip()}\n{end}{tail}")
+
+
 def check(record: Path | str) -> list[str]:
     """Rebuild a record's tables from its runs; return the files that differ from the committed ones."""
     record = Path(record)
@@ -127,7 +152,7 @@ def check(record: Path | str) -> list[str]:
 
 
 def _same(a: Path, b: Path) -> bool:
-    if a.suffix == ".csv":
+    if a.suffix == ".csv" and a.stat().st_size > 1 and b.stat().st_size > 1:
         try:
             pd.testing.assert_frame_equal(pd.read_csv(a), pd.read_csv(b), check_exact=False, rtol=1e-9)
             return True

@@ -38,10 +38,10 @@ try:
     fmnist_smoke.normalise_switch(config)
     fmnist_config.validate(config)
     # The config keeps the path as written (it is hashed into the report), the rules use the file
-    # found, as an absolute path (smoke mode changes the working directory).
+    # found (absolute in smoke mode, which changes the working directory).
     PUBLISHED = workflow_file(config["report"]["published"])
-    PUBLISHED = os.path.abspath(PUBLISHED) if PUBLISHED else PUBLISHED
     if config["smoke"]:  # every job for a few steps, in its own tree (fmnist.smoke)
+        PUBLISHED = os.path.abspath(PUBLISHED) if PUBLISHED else PUBLISHED
         fmnist_smoke.configure(config)
     RUNS, STUDIES = experiments.expand(config)
     if config["smoke"]:
