@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fmnist import experiments, record
 from fmnist import config as fmnist_config
+from fmnist import experiments, record
 
 REPO = Path(__file__).resolve().parents[1]
 RECORD = REPO / "docs" / "record" / "cpu"
