@@ -81,7 +81,7 @@ def test_consumer_runs_the_study_to_the_report(consumer):
         )
         assert rid in report
     # The consumer has no config/published.yaml: the workflow's own one was found and compared.
-    assert "standard_cnn.none.default" in (study / "results/tables/published.md").read_text()
+    assert "standard_cnn.none.b_default" in (study / "results/tables/published.md").read_text()
     # All output lands in the consumer's folder.
     assert not (lib / "results").exists() and not (lib / "data").exists()
     assert planned_jobs(study) == {}
