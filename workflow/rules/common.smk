@@ -60,8 +60,19 @@ if config["smoke"]:
 # smoke results never mix with real ones). Absolute, because Snakemake links each run's outputs to
 # their cache entries.
 RUN_CACHE = Path(os.environ.setdefault("SNAKEMAKE_OUTPUT_CACHE", str(Path("cache").resolve())))
-if workflow.is_main_process and not workflow.output_settings.dryrun:  # a dry run creates nothing
+
+# Only a real execution in the main process writes anything while parsing: `snakemake -n`, `--lint`
+# and a cluster job's re-parse change no file.
+REAL_RUN = (
+    workflow.is_main_process and not workflow.output_settings.dryrun and "--lint" not in sys.argv
+)
+if REAL_RUN:
     RUN_CACHE.mkdir(parents=True, exist_ok=True)
+
+
+def log_stderr(msg):
+    print(msg, file=sys.stderr)
+
 
 # The command a damaged file's fix line names: the one in effect, with its --configfile. Set for
 # the jobs to read (not read here, so no `envvars:` assertion applies).
@@ -86,25 +97,19 @@ RUN_DIR = "results/runs/{run}"
 onstart:
     fmnist_data.check_cached(
         RAW_DIR,
-        log=lambda msg: print(msg, file=sys.stderr),
+        log=log_stderr,
         refetch_from=config["data"]["sources"],
         timeout=config["data"]["timeout"],
     )
 
 
-# Only a real execution in the main process repairs files at parse time (they must be settled before
-# the DAG is built, an onstart is too late for that): `snakemake -n`, `--lint` and a cluster job's
-# re-parse change nothing. A damaged prepared file is moved aside (never deleted), so `prepare`
-# recomputes it; runs whose outputs link to removed run-cache entries lose those links, so they are
-# restored from the cache or retrained.
-REPAIR_AT_PARSE = (
-    workflow.is_main_process and not workflow.output_settings.dryrun and "--lint" not in sys.argv
-)
-if REPAIR_AT_PARSE:
-    fmnist_data.check_prepared(PREPARED, log=lambda msg: print(msg, file=sys.stderr))
-    fmnist_integrity.unlink_lost_outputs(
-        (RUN_DIR.format(run=r) for r in RUNS), log=lambda msg: print(msg, file=sys.stderr)
-    )
+# A real run repairs these while parsing (they must be settled before the DAG is built, an onstart is
+# too late for that): a damaged prepared file is moved aside (never deleted), so `prepare` recomputes
+# it; runs whose outputs link to removed run-cache entries lose those links, so they are restored
+# from the cache or retrained.
+if REAL_RUN:
+    fmnist_data.check_prepared(PREPARED, log=log_stderr)
+    fmnist_integrity.unlink_lost_outputs((RUN_DIR.format(run=r) for r in RUNS), log=log_stderr)
 
 
 def gpu_per_run():
