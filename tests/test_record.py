@@ -43,8 +43,8 @@ def test_headline_lists_the_published_figures_the_record_covers():
     published = pd.read_csv(RECORD / "tables" / "published.csv")
     headline = (RECORD / "headline.md").read_text()
     cfg = fmnist_config.load(RECORD / "config.yaml")
-    _, studies = experiments.expand(cfg)
-    covered = {r.rsplit(".s", 1)[0] for ids in studies.values() for r in ids}
+    runs, _ = experiments.expand(cfg)
+    covered = {experiments.experiment_id(run) for run in runs.values()}
     rows = published[published["experiment"].isin(covered)]
     assert len(rows) >= 10, "the record covers report B's eight and report D's LeNet-like and ResNet10"
     for label in rows["label"]:

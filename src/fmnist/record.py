@@ -67,7 +67,7 @@ def rebuild(record: Path | str, out: Path | str) -> dict[str, pd.DataFrame]:
     tables/, headline.md)."""
     record, out = Path(record), Path(out)
     cfg = fmnist_config.load(record / "config.yaml")
-    _, studies = experiments.expand(cfg)
+    runs, studies = experiments.expand(cfg)
     published = compare.load_published(record / "published.yaml")
     metric_paths = sorted((record / "runs").glob("*/metrics.json"))
     out.mkdir(parents=True, exist_ok=True)
@@ -75,7 +75,7 @@ def rebuild(record: Path | str, out: Path | str) -> dict[str, pd.DataFrame]:
                                  out / "tables", published=published,
                                  sweeps=cfg["report"]["sweeps"],
                                  baseline=cfg["report"]["baseline_augmentation"])
-    covered = {exp for ids in studies.values() for exp in (r.rsplit(".s", 1)[0] for r in ids)}
+    covered = {experiments.experiment_id(run) for run in runs.values()}
     (out / "headline.md").write_text(headline_markdown(tables["published"], covered) + "\n")
     return tables
 
@@ -107,28 +107,33 @@ def headline_markdown(published: pd.DataFrame, experiments_covered: set[str]) ->
     return aggregate.to_markdown(headline(published, experiments_covered))
 
 
-README_START = "<!-- record:{name}:start -->"
-README_END = "<!-- record:{name}:end -->"
+README_MARKERS = ("<!-- record:{name}:start -->", "<!-- record:{name}:end -->")
+
+
+def _split_readme(text: str, name: str) -> tuple[str, str, str, str, str] | None:
+    """(before, start marker, block, end marker, after) of a README's record block, None without it."""
+    start, end = (m.format(name=name) for m in README_MARKERS)
+    if start not in text or end not in text:
+        return None
+    head, rest = text.split(start, 1)
+    block, tail = rest.split(end, 1)
+    return head, start, block, end, tail
 
 
 def readme_block(readme: Path | str, name: str) -> str | None:
     """The record table the README shows between its markers, or None without them."""
-    text = Path(readme).read_text()
-    start, end = README_START.format(name=name), README_END.format(name=name)
-    if start not in text or end not in text:
-        return None
-    return text.split(start, 1)[1].split(end, 1)[0].strip("\n")
+    parts = _split_readme(Path(readme).read_text(), name)
+    return None if parts is None else parts[2].strip("\n")
 
 
 def update_readme(readme: Path | str, name: str, table: str) -> None:
     """Put a record's headline table between the README's markers."""
     readme = Path(readme)
-    text = readme.read_text()
-    start, end = README_START.format(name=name), README_END.format(name=name)
-    if start not in text or end not in text:
+    parts = _split_readme(readme.read_text(), name)
+    if parts is None:
+        start, end = (m.format(name=name) for m in README_MARKERS)
         raise ValueError(f"{readme} has no {start} ... {end} markers; add them where the table goes")
-    head, rest = text.split(start, 1)
-    tail = rest.split(end, 1)[1]
+    head, start, _, end, tail = parts
     readme.write_text(f"{head}{start}\n{table.strip()}\n{end}{tail}")
 
 
