@@ -11,6 +11,7 @@ upper bound: a run is costed for all its epochs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -45,6 +46,7 @@ def cache_path() -> Path:
     return Path(root) / "throughput.json"
 
 
+@functools.cache  # read for every train job's resources while the DAG is built
 def device_label(device: str = "auto", threads: int = 1) -> str:
     """This machine's compute as a cache key, found without importing torch."""
     if device.startswith("cuda") or (device == "auto" and fmnist_config.nvidia_gpu_present()):
