@@ -142,7 +142,6 @@ def deform_conv2d(
         out = out + bias.view(cout, 1, 1, 1)
     # back to (N, Cout, Ho, Wo) in the contiguous layout the next layers' CPU kernels are fast on
     return out.permute(1, 0, 2, 3).contiguous()
-    return out
 
 
 class DeformConv2d(_TorchvisionDeformConv2d):
