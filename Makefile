@@ -4,6 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= all
 PYTEST_ARGS ?=
+# pytest-xdist workers; each takes whole test files (module fixtures are built once). Most tests wait
+# on one single-threaded process (a Snakemake run, a training job), so 2 workers keep 2 cores busy.
+# TEST_WORKERS=0 runs the tests in one process.
+TEST_WORKERS ?= 2
 
 .PHONY: setup system-deps test-deps study test test-fast lint clean-results
 
@@ -37,10 +41,10 @@ study: setup system-deps
 	@echo "Open reports/summary.html"
 
 test: setup test-deps
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: setup
-	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 # Python (ruff), Snakemake files (snakefmt, the version pinned in pyproject) and the workflow
 # (snakemake --lint, for the default and the full study; --lint fails on any finding).

@@ -123,3 +123,9 @@ def planned_jobs(root: Path, *targets: str) -> dict[str, int]:
             elif parts and not set(line.strip()) <= {"-", " "}:
                 in_table = False
     return counts
+
+
+def pytest_collection_modifyitems(config, items):
+    """The smoke run of config/full.yaml (by far the longest test) first: with pytest-xdist (`make test`),
+    the other files then fill the second worker while it runs, instead of it running alone at the end."""
+    items.sort(key=lambda item: item.path.name != "test_smoke.py")  # stable: the rest keeps its order
