@@ -41,10 +41,10 @@ study: setup system-deps
 	@echo "Open reports/summary.html"
 
 test: setup test-deps
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-fast: setup
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow" $(PYTEST_ARGS)
 
 # Python (ruff), Snakemake files (snakefmt, the version pinned in pyproject) and the workflow
 # (snakemake --lint, for the default and the full study; --lint fails on any finding).

@@ -126,6 +126,7 @@ def planned_jobs(root: Path, *targets: str) -> dict[str, int]:
 
 
 def pytest_collection_modifyitems(config, items):
-    """The smoke run of config/full.yaml (by far the longest test) first: with pytest-xdist (`make test`),
-    the other files then fill the second worker while it runs, instead of it running alone at the end."""
+    """The smoke run of config/full.yaml (by far the longest test) first: under pytest-xdist (`make test`
+    keeps this order with --no-loadscope-reorder) the other files then fill the second worker while it
+    runs, instead of it starting last and running alone at the end."""
     items.sort(key=lambda item: item.path.name != "test_smoke.py")  # stable: the rest keeps its order
