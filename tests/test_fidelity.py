@@ -296,47 +296,6 @@ def test_chain_applies_its_steps_in_order_with_per_image_draws(prepared_small):
         augment.resolve("chain", {"steps": [{"kind": "flip"}, {"kind": "randaugment", "n": 2}]})
 
 
-@pytest.mark.slow
-def test_report_e_experiment_with_its_chained_augmentation_runs_through_the_workflow(tmp_path):
-    import json
-
-    from conftest import make_workflow, snakemake, tiny_config
-
-    full = config.load(REPO / "config" / "full.yaml")
-    cfg = tiny_config(
-        data={"train_limit": 300, "test_limit": 100},
-        augmentations={"e_randaug_mixup": full["augmentations"]["e_randaug_mixup"]},
-        settings={
-            "e_default": {**full["settings"]["e_default"], "epochs": 1, "eval_batch_size": 100}
-        },
-    )
-    cfg["studies"] = {
-        "report_e": {
-            "models": ["vit_dwconv"],
-            "augmentations": ["e_randaug_mixup"],
-            "settings": ["e_default"],
-        }
-    }
-    root = make_workflow(tmp_path / "wf", cfg)
-    snakemake(root, "--printshellcmds", "results/runs.csv")
-    m = json.loads(
-        (root / "results/runs/vit_dwconv.e_randaug_mixup.e_default.s0/metrics.json").read_text()
-    )
-    assert (
-        m["epochs_run"] == 1
-        and m["status"] in ("ok", "not_learned")
-        and m["test_accuracy"] is not None
-    )
-    assert m["params"] == 423_434 and m["train_accuracy_vs_primary_label"] is True
-    assert m["config"]["augmentation"]["params"]["steps"][1] == {
-        "kind": "mixup",
-        "alpha": 2.0,
-        "per_batch": False,
-    }
-    assert (
-        abs(m["n_train"] - 270 * 7 / 9) <= 5
-    )  # 7/9 of the 270 training images of the slice, per class
-
 
 # --- report C (no code published) ---
 

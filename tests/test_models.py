@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import REPO, make_workflow, snakemake, tiny_config
+from conftest import REPO
 
 from fmnist import models
 from fmnist.models import measure
@@ -199,22 +199,3 @@ def test_full_config_lists_every_published_model_experiment():
     from_reports = {n for n, p in models.PRESETS.items() if p.source in set("ABCDE")}
     assert from_reports - {"dilated_cnn"} <= archs
 
-
-@pytest.mark.slow
-def test_one_model_per_family_trains_through_the_workflow(tmp_path):
-    cfg = tiny_config(
-        data={"train_limit": 300, "test_limit": 100},
-        defaults={"epochs": 1, "batch_size": 32, "eval_batch_size": 100},
-        models={"shufflenet_scratch": {"arch": "shufflenet_v2_x0_5",
-                                       "args": {"pretrained": False, "trainable": "last_1", "image_size": 64}}},
-        studies={"tiny": {"models": ["simple_cnn", "resnet10", "vgg8_dsc", "deformable_cnn",
-                                     "shufflenet_scratch", "vit_simple"]}},
-    )
-    root = make_workflow(tmp_path / "wf", cfg)
-    snakemake(root, "--printshellcmds", "results/runs.csv")  # a flag ends --configfile's list
-    for model in cfg["studies"]["tiny"]["models"]:
-        metrics = json.loads((root / "results/runs" / f"{model}.none.default.s0" / "metrics.json").read_text())
-        assert metrics["epochs_run"] == 1 and metrics["n_train"] == 270, model
-        assert metrics["test_accuracy"] is not None and metrics["status"] in ("ok", "not_learned")
-        if model == "shufflenet_scratch":
-            assert metrics["trainable_params"] < metrics["params"]
