@@ -8,6 +8,7 @@ PYTEST_ARGS ?=
 # on one single-threaded process (a Snakemake run, a training job), so 2 workers keep 2 cores busy.
 # TEST_WORKERS=0 runs the tests in one process.
 TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: setup system-deps test-deps study test test-fast lint clean-results
 
@@ -41,10 +42,10 @@ study: setup system-deps
 	@echo "Open reports/summary.html"
 
 test: setup test-deps
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+	$(BIN)/pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: setup
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 # Python (ruff), Snakemake files (snakefmt, the version pinned in pyproject) and the workflow
 # (snakemake --lint, for the default and the full study; --lint fails on any finding).

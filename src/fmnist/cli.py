@@ -241,10 +241,11 @@ def cmd_record_export(args) -> int:
     r = record.export(args.configfile, args.results, args.dest, published=args.published,
                       report=args.report)
     print(f"{args.dest}: {r['finished']} of {r['runs']} runs finished and recorded; tables rebuilt")
+    headline = (Path(args.dest) / "headline.md").read_text()
     if args.readme:
-        record.update_readme(args.readme, Path(args.dest).name, (Path(args.dest) / "headline.md").read_text())
+        record.update_readme(args.readme, Path(args.dest).name, headline)
         print(f"{args.readme}: the record's table updated")
-    print((Path(args.dest) / "headline.md").read_text(), end="")
+    print(headline, end="")
     return 0
 
 
