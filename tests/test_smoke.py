@@ -53,20 +53,24 @@ def test_full_config_smoke_runs_every_experiment(tmp_path, torch_home):
     smoke.configure(expected)
     runs, _ = experiments.expand(expected)
     assert {experiments.experiment_id(r) for r in runs.values()} == {
-        r["id"].rsplit(".s", 1)[0] for r in experiments.expand(config.load(REPO / "config" / "full.yaml"))[0].values()
+        experiments.experiment_id(r) for r in experiments.expand(config.load(REPO / "config" / "full.yaml"))[0].values()
     }, "smoke mode must run every experiment of full.yaml"
     tree = root / smoke.WORKDIR
+    n_slice = round(smoke.SMOKE_DATA["train_limit"] * (1 - expected["data"]["val_fraction"]))
     metrics = {rid: json.loads((tree / "results" / "runs" / rid / "metrics.json").read_text()) for rid in runs}
     for rid, m in metrics.items():
         assert m["status"] in ("ok", "not_learned"), (rid, m["status"])
         assert m["config"]["train"]["epochs"] <= smoke.SMOKE_EPOCHS
         assert m["epochs_run"] >= 1 and m["test_accuracy"] is not None, rid
+        # the slice's training images, or the setting's stratified fraction of them (rounded per class)
+        assert abs(m["n_train"] - n_slice * m["config"]["train"]["train_fraction"]) <= 5, (rid, m["n_train"])
         # a partly frozen network trains fewer parameters than it has (every transfer family of full.yaml)
         trainable = m["config"]["model"]["args"].get("trainable", "all")
         assert (m["trainable_params"] < m["params"]) == (trainable != "all"), (rid, trainable)
     # report E's depthwise ViT with its chained RandAugment + MixUp: built from its code, labels mixed
     vit = metrics["vit_dwconv.e_randaug_mixup.e_default.s0"]
     assert vit["params"] == 423_434 and vit["train_accuracy_vs_primary_label"] is True
+    assert vit["config"]["augmentation"]["params"]["steps"][1] == {"kind": "mixup", "alpha": 2.0, "per_batch": False}
     assert not (root / "results").exists() and not (root / "reports").exists(), "smoke output outside smoke/"
     first = (tree / "reports" / "summary.html").read_text().splitlines()[0]
     assert "smoke" in first
