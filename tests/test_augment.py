@@ -192,6 +192,22 @@ def test_bad_parameters_name_the_problem():
         augment.resolve("random_erasing", {"value": "noise"})
 
 
+def test_tile_puts_each_image_in_its_cell_with_fill_between():
+    import numpy as np
+
+    from fmnist.plots import tile
+
+    grid = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    out = tile(grid, pad=2, fill=-1.0)
+    assert out.shape == (2 * 4 + 2, 3 * 5 + 2 * 2)
+    for r in range(2):
+        for c in range(3):
+            np.testing.assert_array_equal(out[r * 6: r * 6 + 4, c * 7: c * 7 + 5], grid[r, c])
+    assert (out[4:6] == -1).all() and (out[:, 5:7] == -1).all() and (out[:, 12:14] == -1).all()
+    assert (out == -1).sum() == out.size - grid.size
+    assert tile(grid[:1, :1], pad=3).shape == (4, 5)  # one image: no padding around it
+
+
 def test_gallery_draws_one_row_per_augmentation(prepared_small, tmp_path):
     import matplotlib.image as mpimg
 

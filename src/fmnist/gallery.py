@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from fmnist import augment, data  # noqa: E402
+from fmnist.plots import tile  # noqa: E402
 
 
 def pick_images(labels: np.ndarray, n: int) -> np.ndarray:
@@ -52,7 +53,11 @@ def gallery(
     specs = {k: {"kind": k} for k in kinds} if not isinstance(kinds, dict) else kinds
     rows = [("original", None)] + list(specs.items())
 
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.15 * n + 1.6, 1.3 * len(rows)), dpi=110, squeeze=False)
+    pad = 2
+    h, w = x.shape[-2:]
+    # One Axes per row, the row's images tiled into one picture (matplotlib's cost is per Axes);
+    # each image's caption is the x tick label under it. White gaps (gray: 1.0) part the images.
+    fig, axes = plt.subplots(len(rows), 1, figsize=(1.15 * n + 1.6, 1.3 * len(rows)), dpi=110, squeeze=False)
     for r, (name, spec) in enumerate(rows):
         if spec is None:
             out, target = x, y
@@ -61,13 +66,16 @@ def gallery(
             aug = augment.build_augmentation(spec["kind"], params, num_classes=len(classes))
             torch.manual_seed(seed)
             out, target = aug(x, y)
-        for c in range(n):
-            ax = axes[r, c]
-            ax.imshow(out[c, 0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_xlabel(caption(target[c], classes), fontsize=6, labelpad=1)
-        axes[r, 0].set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center", labelpad=6)
+        ax = axes[r, 0]
+        ax.imshow(tile(out[:, 0].clamp(0, 1).numpy()[None], pad=pad, fill=1.0), cmap="gray", vmin=0, vmax=1,
+                  interpolation="nearest")
+        ax.set_xticks([c * (w + pad) + (w - 1) / 2 for c in range(n)],
+                      [caption(target[c], classes) for c in range(n)], fontsize=6)
+        ax.set_yticks([])
+        ax.tick_params(axis="x", length=0, pad=1)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        ax.set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center", labelpad=6)
     fig.suptitle(f"training augmentations on the same {n} test images (seed {seed})", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.98), h_pad=0.3, w_pad=0.2)
     out_png = Path(out_png)
