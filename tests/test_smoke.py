@@ -11,7 +11,7 @@ import pytest
 import yaml
 from conftest import DATASET_DIR, REPO, make_workflow, snakemake, tiny_config, write_config
 
-from fmnist import config, experiments, models, smoke
+from fmnist import augment, config, experiments, models, smoke
 
 
 @pytest.fixture
@@ -34,6 +34,20 @@ def test_smoke_switch_errors_name_the_fix(tmp_path):
     root = make_workflow(tmp_path / "wf", tiny_config())
     proc = snakemake(root, "-n", "--config", "smoke=maybe", check=False)
     assert proc.returncode != 0 and "use --config smoke=true" in proc.stdout + proc.stderr
+
+
+def test_full_config_uses_every_augmentation_kind():
+    """The smoke run below is where every augmentation kind runs through the workflow's rules
+    (tests/test_recipes.py relies on it): config/full.yaml must keep using each of them."""
+    full = config.load(REPO / "config" / "full.yaml")
+    config.validate(full)
+    runs, _ = experiments.expand(full)
+    kinds = set()
+    for run in runs.values():
+        aug = run["augmentation"]
+        kinds.add(aug["kind"])
+        kinds.update(step["kind"] for step in aug.get("params", {}).get("steps", []))
+    assert kinds == set(augment.KINDS), f"full.yaml runs no {sorted(set(augment.KINDS) - kinds)}"
 
 
 @pytest.mark.slow
