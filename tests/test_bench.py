@@ -61,7 +61,7 @@ def test_epoch_matches_a_plain_loop(prepared_small):
     split = train.Batches(arrays["train_images"], arrays["train_labels"], torch.device("cpu"))
     torch.manual_seed(run["seed"])
     loop = train.StepLoop.build(run, 10, len(split), torch.device("cpu"))
-    loss_sum, correct, reason = loop.epoch(split, 1, max_steps=4)
+    loss_sum, correct, seen, reason = loop.epoch(split, 1, max_steps=4)
     model, optimizer = plain_model_and_optimizer(run)  # same seed: same weights, then the same permutation
     perm = torch.randperm(len(split))
     norm = run["train"]["normalize"]
@@ -69,7 +69,7 @@ def test_epoch_matches_a_plain_loop(prepared_small):
     for step in range(4):
         idx = perm[step * 64:(step + 1) * 64]
         plain_sum += 64 * plain_step(model, optimizer, split.images[idx], split.labels[idx], norm["mean"], norm["std"])
-    assert reason == ""
+    assert reason == "" and seen == 4 * 64
     assert float(loss_sum) == pytest.approx(plain_sum, rel=1e-5)
     assert 0 <= int(correct) <= 4 * 64
 

@@ -190,6 +190,17 @@ def test_train_fraction_keeps_that_share(prepared_small, tmp_path):
     assert m["n_train"] == pytest.approx(0.6 * 1800, abs=10)
 
 
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_train_figures_are_averaged_over_the_images_the_epoch_used(drop_last, prepared_small, tmp_path):
+    """270 images at batch 64: 5 steps see all 270, or 4 steps see 256 with drop_last; an epoch's train
+    accuracy is its correct count over the images it saw (so a multiple of 1/270 or 1/256)."""
+    m, h = train_tiny(tiny_run({"epochs": 2, "drop_last": drop_last}), prepared_small, tmp_path)
+    assert m["n_train"] == 270
+    seen = 256 if drop_last else 270
+    for acc in h["train_accuracy"]:
+        assert 0 < acc <= 1 and acc * seen == pytest.approx(round(acc * seen), abs=1e-6), (acc, seen)
+
+
 def test_nothing_is_augmented_at_evaluation(prepared_small, tmp_path, monkeypatch):
     """A spy augmentation sees exactly the training images of each step, never a validation or test batch."""
     calls = []

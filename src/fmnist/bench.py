@@ -152,7 +152,7 @@ class FmnistLoop:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        _, _, reason = self.loop.epoch(self.train, 1, max_steps=n)
+        _, _, _, reason = self.loop.epoch(self.train, 1, max_steps=n)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
@@ -263,11 +263,11 @@ def speedrun(data: Path | str = DEFAULT_DATA, configfile: Path | str = SPEEDRUN_
         test = train.Batches(arrays["test_images"], arrays["test_labels"], dev)
         loop = train.StepLoop.build(run, len(meta["classes"]), len(tr), dev)
         for epoch in range(1, run["train"]["epochs"] + 1):
-            loss_sum, correct, reason = loop.epoch(tr, epoch)
+            loss_sum, _, seen, reason = loop.epoch(tr, epoch)
             if reason:
                 raise RuntimeError(f"[{run['id']}] diverged: {reason}")
             log(f"[speedrun] {run['id']} epoch {epoch}/{run['train']['epochs']} "
-                f"train_loss {float(loss_sum) / len(tr):.4f} {time.perf_counter() - t0:.1f}s")
+                f"train_loss {float(loss_sum) / seen:.4f} {time.perf_counter() - t0:.1f}s")
         final = loop.ema.module if loop.ema is not None else loop.model
         test_loss, test_acc, _ = train.evaluate(final, test, loop.normalize,
                                                 run["train"]["eval_batch_size"], loop.autocast)

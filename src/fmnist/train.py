@@ -235,7 +235,8 @@ class StepLoop:
         return loss.detach(), logits.detach(), target
 
     def epoch(self, train: Batches, epoch: int, max_steps: int | None = None):
-        """One shuffled pass (or its first `max_steps` steps): (loss sum, correct count, divergence reason or "").
+        """One shuffled pass (or its first `max_steps` steps): (loss sum, correct count, images seen,
+        divergence reason or ""). Images seen: fewer than the split's with drop_last or max_steps.
 
         The sums stay on the device; the host reads the loss only every `check_every` steps.
         """
@@ -245,18 +246,20 @@ class StepLoop:
         correct = torch.zeros((), device=dev, dtype=torch.int64)
         perm = torch.randperm(n_train, device=dev)
         steps = self.steps if max_steps is None else min(self.steps, max_steps)
+        seen = 0
         for step in range(steps):
             idx = perm[step * batch_size:(step + 1) * batch_size]
             y = train.labels[idx]
             loss, logits, target = self.step(train.images[idx], y)
             loss_sum += loss.double() * len(idx)
+            seen += len(idx)
             primary = target.argmax(1) if target.dim() == 2 else y  # mixed: the larger share
             correct += (logits.argmax(1) == primary).sum()
             if (step + 1) % self.check_every == 0 or step == steps - 1:
                 last = float(loss)
                 if not math.isfinite(last) or last > self.limit:
-                    return loss_sum, correct, f"training loss {last:.4g} at epoch {epoch}, step {step + 1}"
-        return loss_sum, correct, ""
+                    return loss_sum, correct, seen, f"training loss {last:.4g} at epoch {epoch}, step {step + 1}"
+        return loss_sum, correct, seen, ""
 
 
 def train_run(
@@ -336,13 +339,14 @@ def train_run(
 
     log(
         f"[{run['id']}] device {dev} ({device_name(dev)}), {n_params:,} parameters, "
-        f"{n_train} train / {len(val)} val images, {steps} steps of {batch_size} per epoch, "
+        f"{n_train} train / {len(val)} val images, {steps} steps of {batch_size} per epoch"
+        f"{f' (capped at {max_steps})' if max_steps is not None and max_steps < steps else ''}, "
         f"setup {time.perf_counter() - t_setup:.1f}s"
     )
     epoch = start_epoch
     for epoch in range(start_epoch + 1, cfg["epochs"] + 1):
         t0 = time.perf_counter()
-        loss_sum, correct, reason = loop.epoch(train, epoch, max_steps=max_steps)
+        loss_sum, correct, seen, reason = loop.epoch(train, epoch, max_steps=max_steps)
         if reason:
             status = "diverged"
             log(f"[{run['id']}] diverged: {reason}; recording the run as diverged")
@@ -351,12 +355,12 @@ def train_run(
         val_loss, val_acc, _ = evaluate(eval_model, val, normalize, cfg["eval_batch_size"], autocast)
         seconds = time.perf_counter() - t0
         elapsed += seconds
-        images_seen += n_train
-        train_loss = float(loss_sum) / n_train
+        images_seen += seen
+        train_loss = float(loss_sum) / seen
         row = {
             "epoch": epoch,
             "train_loss": train_loss,
-            "train_accuracy": float(correct) / n_train,
+            "train_accuracy": float(correct) / seen,
             "val_loss": val_loss,
             "val_accuracy": val_acc,
             "lr": optimizer.param_groups[0]["lr"],
