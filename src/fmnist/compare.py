@@ -18,7 +18,7 @@ import pandas as pd
 import yaml
 
 from fmnist import stats
-from fmnist.config import ConfigError, validate
+from fmnist.config import ConfigError, safe_load, validate
 from fmnist.stats import mean_ci
 
 
@@ -136,7 +136,7 @@ def load_published(path: Path | str | None) -> list[dict]:
     restore = f"restore it with `git checkout -- {path}` or fix it by hand"
     try:
         text = path.read_text()
-        doc = yaml.safe_load(text)
+        doc = safe_load(text)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc}). Fix: {restore}.") from None
     except yaml.YAMLError as exc:
