@@ -125,8 +125,26 @@ def planned_jobs(root: Path, *targets: str) -> dict[str, int]:
     return counts
 
 
+# The longest files first (measured: `pytest --durations`, session 4), the smoke run of config/full.yaml
+# (by far the longest test) before all: under pytest-xdist (`make test` keeps this order with
+# --no-loadscope-reorder and hands out whole files) the other files then fill the second worker while
+# it runs, and the short files come last, so neither worker is left with a long file to finish alone.
+LONGEST_FIRST = (
+    "test_smoke.py",
+    "test_faults.py",
+    "test_resume.py",
+    "test_module.py",
+    "test_workflow.py",
+    "test_report_workflow.py",
+    "test_recipes.py",
+    "test_features.py",
+    "test_slurm.py",
+    "test_bench.py",
+    "test_run_cache.py",
+)
+
+
 def pytest_collection_modifyitems(config, items):
-    """The smoke run of config/full.yaml (by far the longest test) first: under pytest-xdist (`make test`
-    keeps this order with --no-loadscope-reorder) the other files then fill the second worker while it
-    runs, instead of it starting last and running alone at the end."""
-    items.sort(key=lambda item: item.path.name != "test_smoke.py")  # stable: the rest keeps its order
+    """Files in LONGEST_FIRST order, the rest after them in their own order (the sort is stable)."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
