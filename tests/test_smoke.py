@@ -39,9 +39,7 @@ def test_smoke_switch_errors_name_the_fix(tmp_path):
 def test_full_config_uses_every_augmentation_kind():
     """The smoke run below is where every augmentation kind runs through the workflow's rules
     (tests/test_recipes.py relies on it): config/full.yaml must keep using each of them."""
-    full = config.load(REPO / "config" / "full.yaml")
-    config.validate(full)
-    runs, _ = experiments.expand(full)
+    runs, _ = experiments.expand(config.load(REPO / "config" / "full.yaml"))  # load validates
     kinds = set()
     for run in runs.values():
         aug = run["augmentation"]
@@ -62,8 +60,7 @@ def test_full_config_smoke_runs_every_experiment(tmp_path, torch_home):
     snakemake(root, "--config", "smoke=true", timeout=1800)
     print(f"smoke run of config/full.yaml: {time.perf_counter() - t0:.0f} s")
 
-    expected = config.load(root / "test.yaml")
-    config.validate(expected)
+    expected = config.load(root / "test.yaml")  # validated, schema defaults filled in
     smoke.configure(expected)
     runs, _ = experiments.expand(expected)
     assert {experiments.experiment_id(r) for r in runs.values()} == {
