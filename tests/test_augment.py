@@ -146,8 +146,53 @@ def test_randaugment_single_ops_match_torchvision(batch):
     torch.testing.assert_close(aug.apply_op("sharpness", x, -plus), TF.adjust_sharpness(x, 0.73))
     torch.testing.assert_close(aug.apply_op("solarize", x, plus), TF.solarize(x, 0.7))
     torch.testing.assert_close(aug.apply_op("posterize", x, plus), TF.posterize(x, 7))
-    rot = aug.apply_op("rotate", x, plus)
-    assert not torch.equal(rot, x) and torch.allclose(rot.sum(), x.sum(), rtol=0.05)
+    # Geometric ops: whole-pixel shifts (int(150/331 * 0.3 * 28) = 3 pixels) and nearest sampling, as
+    # torchvision's RandAugment. Its F.rotate turns counter-clockwise, F.affine clockwise: sign is random.
+    nearest, no_shear = TF.InterpolationMode.NEAREST, [0.0, 0.0]
+    for op, shift in (("translate_x", [3, 0]), ("translate_y", [0, 3])):
+        ref = TF.affine(x, angle=0.0, translate=shift, scale=1.0, shear=no_shear, interpolation=nearest, fill=0)
+        torch.testing.assert_close(aug.apply_op(op, x, plus), ref, rtol=0, atol=0)
+    torch.testing.assert_close(aug.apply_op("rotate", x, plus), TF.rotate(x, -9.0, interpolation=nearest, fill=0),
+                               rtol=0, atol=0)
+
+
+def test_flip_affine_matches_torchvision_random_affine_on_pil_images(batch):
+    """Report D's train_aug on PIL images: RandomHorizontalFlip, then RandomAffine (nearest, whole pixels)."""
+    import numpy as np
+    from PIL import Image
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF1
+
+    x, _ = batch
+    g = torch.Generator().manual_seed(0)
+    angle = torch.empty(N).uniform_(-10, 10, generator=g)
+    pixels = torch.randint(-3, 4, (N, 2), generator=g)
+    flip = torch.rand(N, generator=g) < 0.5
+    refs = []
+    for i in range(N):
+        image = Image.fromarray((x[i, 0] * 255).round().to(torch.uint8).numpy())
+        image = TF1.hflip(image) if flip[i] else image
+        image = TF1.affine(image, angle=float(angle[i]), translate=pixels[i].tolist(), scale=1.0, shear=[0.0, 0.0],
+                           interpolation=InterpolationMode.NEAREST, fill=0)
+        refs.append(torch.from_numpy(np.asarray(image).copy()).float() / 255.0)
+    ref = torch.stack(refs).unsqueeze(1)
+    same = {mode: (batched.affine(x, angle, pixels / 28.0, flip, mode=mode) == ref).float().mean().item()
+            for mode in ("nearest", "bilinear")}
+    assert same["nearest"] > 0.9999, same  # all but ties in rounding a source position
+    assert same["bilinear"] < 0.9, same  # blending is another image: the check can tell them apart
+
+
+def test_flip_affine_shifts_whole_pixels_within_translate(batch):
+    x, y = batch
+    out, _ = run("flip_affine", x, y, seed=3, flip_p=0.0, degrees=0.0, translate=0.1)
+    padded = torch.nn.functional.pad(x, (3, 3, 3, 3))
+    shifts = []
+    for i in range(N):  # each output is its input moved by whole pixels, at most round(2.8) = 3
+        found = [(dx, dy) for dx in range(-3, 4) for dy in range(-3, 4)
+                 if torch.equal(out[i], padded[i, :, 3 - dy:31 - dy, 3 - dx:31 - dx])]
+        assert found, f"image {i} is not a whole-pixel shift of its input"
+        shifts.append(found[0])
+    assert len(set(shifts)) > N // 4
 
 
 def test_random_erasing_rectangles_per_image(batch):
@@ -188,6 +233,8 @@ def test_bad_parameters_name_the_problem():
         augment.resolve("randaugment", {"ops": ["rotate", "blur"]})
     with pytest.raises(ValueError, match="magnitude 40 exceeds num_magnitude_bins - 1 = 30"):
         augment.resolve("randaugment", {"magnitude": 40})
+    with pytest.raises(ValueError, match="interpolation='cubic' must be one of nearest, bilinear"):
+        augment.resolve("flip_affine", {"interpolation": "cubic"})
     with pytest.raises(ValueError, match="value='noise' must be a pixel value"):
         augment.resolve("random_erasing", {"value": "noise"})
 

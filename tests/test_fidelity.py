@@ -83,7 +83,8 @@ def test_report_d_recipes_are_its_code(full_runs):
         assert not t["early_stopping"]["restore_best"]
         assert round(54_000 * t["train_fraction"]) == 48_000  # its 80/20 split of the 60,000
         aug = run["augmentation"]["params"]
-        assert (aug["flip_p"], aug["degrees"], aug["translate"]) == (0.5, 10.0, 0.1)
+        # RandomAffine's defaults: nearest sampling (and whole-pixel shifts, tested in test_augment)
+        assert (aug["flip_p"], aug["degrees"], aug["translate"], aug["interpolation"]) == (0.5, 10.0, 0.1, "nearest")
     transfer = full_runs["resnet18_d.flip.d_transfer"]
     # utils.py: RandomResizedCrop(224) + RandomHorizontalFlip only, no affine, for the transfer model
     assert (

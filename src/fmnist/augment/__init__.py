@@ -20,11 +20,12 @@ RANDAUGMENT_OPS = [
 KINDS: dict[str, dict[str, Any]] = {
     "none": {},
     "flip": {"p": 0.5},
-    "flip_affine": {"flip_p": 0.5, "degrees": 10.0, "translate": 0.1},
+    "flip_affine": {"flip_p": 0.5, "degrees": 10.0, "translate": 0.1, "interpolation": "nearest"},
     "cutmix": {"alpha": 1.0},
     "mixup": {"alpha": 0.2, "per_batch": False},
     "cutmix_mixup": {"cutmix_alpha": 1.0, "mixup_alpha": 0.2, "switch_prob": 0.5},
-    "randaugment": {"num_ops": 2, "magnitude": 9, "num_magnitude_bins": 31, "ops": RANDAUGMENT_OPS},
+    "randaugment": {"num_ops": 2, "magnitude": 9, "num_magnitude_bins": 31, "ops": RANDAUGMENT_OPS,
+                    "interpolation": "nearest"},
     "random_erasing": {"p": 0.5, "scale": [0.02, 0.33], "ratio": [0.3, 3.3], "value": 0.0},
     # Report E's published pipeline (its utils/data_augmentation.py, augmentation="all").
     "chain": {"steps": [{"kind": "randaugment", "num_ops": 2, "magnitude": 9}, {"kind": "mixup", "alpha": 2.0}]},
@@ -34,14 +35,16 @@ KINDS: dict[str, dict[str, Any]] = {
 DESCRIPTIONS: dict[str, str] = {
     "none": "no augmentation",
     "flip": "horizontal flip with probability p, per image (exact mirror)",
-    "flip_affine": "report D: horizontal flip p=0.5, rotation +-10 degrees, translation +-10% (per image)",
+    "flip_affine": "report D: horizontal flip p=0.5, rotation +-10 degrees, translation +-10% in whole pixels "
+                   "(per image), sampled as torchvision: interpolation nearest (or bilinear)",
     "cutmix": "CutMix: a box of the partner image pasted in, box and l ~ Beta(alpha, alpha) per image, "
               "target weight = pasted area fraction",
     "mixup": "MixUp: x = l*x_i + (1-l)*x_j, soft targets likewise, l ~ Beta(alpha, alpha) per image "
              "(per_batch: one l for the whole batch, as report B's code)",
     "cutmix_mixup": "report C: per batch CutMix(cutmix_alpha) with probability switch_prob, else "
                     "MixUp(mixup_alpha) (timm's Mixup, per-batch switch)",
-    "randaugment": "RandAugment: num_ops ops of magnitude M (of num_magnitude_bins), op and sign drawn per image",
+    "randaugment": "RandAugment: num_ops ops of magnitude M (of num_magnitude_bins), op and sign drawn per image; "
+                   "geometric ops sampled with interpolation nearest (torchvision's default) or bilinear",
     "random_erasing": "random erasing: with probability p a rectangle per image (area fraction in scale, "
                       "aspect in ratio) set to value (0 = background, or 'random' noise)",
     "chain": "steps applied in order to each batch, each a kind with its own parameters and each image its own "
@@ -60,6 +63,9 @@ _RANGES: dict[str, tuple[float, float]] = {
 }
 
 _BOOLEANS = {"per_batch"}
+
+INTERPOLATIONS = ("nearest", "bilinear")
+"""How geometric ops sample the image: nearest moves pixels (torchvision's default), bilinear blends them."""
 
 
 class UnknownAugmentationError(KeyError):
@@ -133,6 +139,11 @@ def _check(kind: str, params: dict[str, Any]) -> None:
             low, high = _RANGES[key]
             if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
                 raise ValueError(f"augmentation kind {kind!r}: {key}={value!r} must be a number in [{low:g}, {high:g}]")
+    if "interpolation" in params and params["interpolation"] not in INTERPOLATIONS:
+        raise ValueError(
+            f"augmentation kind {kind!r}: interpolation={params['interpolation']!r} must be one of "
+            f"{', '.join(INTERPOLATIONS)} (nearest is torchvision's default)"
+        )
     if kind == "randaugment":
         if params["magnitude"] > params["num_magnitude_bins"] - 1:
             raise ValueError(

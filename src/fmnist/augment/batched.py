@@ -46,13 +46,16 @@ def affine(
     scale: torch.Tensor | None = None,
     shear_deg: torch.Tensor | None = None,
     shear_y_deg: torch.Tensor | None = None,
+    mode: str = "nearest",
 ) -> torch.Tensor:
     """Warp each image by its own flip -> rotate/scale/shear -> translate about the centre, filling with 0.
 
     angle_deg, flip (bool), scale, shear_deg (along x) and shear_y_deg (along y): (N,);
-    translate: (N, 2) as fractions of width/height.
-    Matches torchvision's RandomHorizontalFlip followed by RandomAffine up to the sampling of
-    translations (continuous here, whole pixels there) and bilinear interpolation.
+    translate: (N, 2) as fractions of width/height; mode: "nearest" (torchvision's default for
+    RandomAffine and RandAugment: pixels are moved, never blended) or "bilinear" (blends neighbours,
+    which blurs images that test time never sees).
+    With mode "nearest" and whole-pixel translations this is torchvision's RandomHorizontalFlip
+    followed by F.affine on the same image, up to ties in the rounding of a pixel's source position.
     """
     n = x.shape[0]
     dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
@@ -73,11 +76,21 @@ def affine(
     offset = -(inv @ t.unsqueeze(-1))  # (N, 2, 1)
     theta = torch.cat([inv, offset], dim=2)  # (N, 2, 3)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
+    return F.grid_sample(x, grid.to(x.dtype), mode=mode, padding_mode="zeros", align_corners=False)
+
+
+def whole_pixels(shift: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Shifts (N, 2) as fractions of (width, height), rounded to whole pixels as torchvision's RandomAffine does."""
+    size = torch.tensor([width, height], device=shift.device, dtype=shift.dtype)
+    return torch.round(shift * size) / size
 
 
 class FlipAffine(Augmentation):
-    """Report D's RandomHorizontalFlip(flip_p) + RandomAffine(degrees, translate=(t, t)), per image."""
+    """Report D's RandomHorizontalFlip(flip_p) + RandomAffine(degrees, translate=(t, t)), per image.
+
+    As torchvision draws them: angle ~ U(-degrees, degrees), shifts ~ U(-t, t) of the width and
+    height rounded to whole pixels, sampled with `interpolation` (torchvision's default: nearest).
+    """
 
     def __call__(self, x, y):
         n, dev = x.shape[0], x.device
@@ -85,7 +98,8 @@ class FlipAffine(Augmentation):
         flip = torch.rand(n, device=dev) < p["flip_p"]
         angle = uniform(n, -p["degrees"], p["degrees"], dev)
         shift = uniform(2 * n, -p["translate"], p["translate"], dev).view(n, 2)
-        return affine(x, angle, shift, flip), y
+        shift = whole_pixels(shift, x.shape[-2], x.shape[-1])
+        return affine(x, angle, shift, flip, mode=p["interpolation"]), y
 
 
 def one_hot(y: torch.Tensor, num_classes: int, dtype=torch.float32) -> torch.Tensor:
@@ -232,8 +246,9 @@ class RandAugment(Augmentation):
     Magnitudes follow torchvision's RandAugment: at magnitude M of num_magnitude_bins bins
     (f = M / (bins - 1)) rotation 30f degrees, shear tan = 0.3f, translation 150/331 f of the size,
     brightness/contrast/sharpness factor 1 +- 0.9f, posterize to 8 - round(4f) bits, solarize above
-    1 - f; signed ops take a random sign per image. Geometric ops turn about the image centre (torchvision
-    shears about the top-left corner) with bilinear sampling, filling with 0. Every image draws its op
+    1 - f; signed ops take a random sign per image. Translations are whole pixels (int(150/331 f size),
+    as torchvision). Geometric ops turn about the image centre (torchvision shears about the top-left
+    corner), sampled with `interpolation` (torchvision's default: nearest), filling with 0. Every image draws its op
     (and sign) per round. On the CPU each op runs on the images that drew it; on an accelerator every
     op runs on the whole batch and each image keeps its own, so nothing waits for the host. Both
     give the same images.
@@ -256,6 +271,10 @@ class RandAugment(Augmentation):
         self.bits = int(8 - round(params["magnitude"] / ((params["num_magnitude_bins"] - 1) / 4)))
         self.threshold = 1.0 - f
 
+    def shift(self, size: int) -> float:
+        """The translate ops' shift as a fraction of `size`: torchvision's whole pixels, int(150/331 f size)."""
+        return int(self.translate * size) / size
+
     def apply_op(self, name: str, x: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
         """Operation `name` on every image of x, signed ops with each image's sign (N,) of +-1."""
         from torchvision.transforms.v2 import functional as TF
@@ -267,16 +286,17 @@ class RandAugment(Augmentation):
         factor = (1.0 + sign * self.enhance).view(n, 1, 1, 1).to(x.dtype)
         if name == "identity":
             return x
+        mode = self.params["interpolation"]
         if name == "rotate":
-            return affine(x, sign * self.rotate_deg, no_shift, no_flip)
+            return affine(x, sign * self.rotate_deg, no_shift, no_flip, mode=mode)
         if name == "shear_x":
-            return affine(x, zero, no_shift, no_flip, shear_deg=sign * self.shear_deg)
+            return affine(x, zero, no_shift, no_flip, shear_deg=sign * self.shear_deg, mode=mode)
         if name == "shear_y":
-            return affine(x, zero, no_shift, no_flip, shear_y_deg=sign * self.shear_deg)
+            return affine(x, zero, no_shift, no_flip, shear_y_deg=sign * self.shear_deg, mode=mode)
         if name == "translate_x":
-            return affine(x, zero, torch.stack([sign * self.translate, zero], -1), no_flip)
+            return affine(x, zero, torch.stack([sign * self.shift(x.shape[-1]), zero], -1), no_flip, mode=mode)
         if name == "translate_y":
-            return affine(x, zero, torch.stack([zero, sign * self.translate], -1), no_flip)
+            return affine(x, zero, torch.stack([zero, sign * self.shift(x.shape[-2])], -1), no_flip, mode=mode)
         # PIL's ImageEnhance: blend the image with a degenerate version (black, its mean, its blur).
         if name == "brightness":
             return (factor * x).clamp(0, 1)
@@ -309,16 +329,18 @@ class RandAugment(Augmentation):
 
             angle = part("rotate", self.rotate_deg)
             shear_x, shear_y = part("shear_x", self.shear_deg), part("shear_y", self.shear_deg)
-            shift = torch.stack([part("translate_x", self.translate), part("translate_y", self.translate)], -1)
+            shift = torch.stack([part("translate_x", self.shift(x.shape[-1])),
+                                 part("translate_y", self.shift(x.shape[-2]))], -1)
             warp = torch.stack([chosen[g] for g in geometric]).any(0)
+            mode = self.params["interpolation"]
             no_flip = torch.zeros_like(warp)
             if grouped:
                 idx = warp.nonzero().squeeze(1)
                 if len(idx):
                     out[idx] = affine(x[idx], angle[idx], shift[idx], no_flip[idx],
-                                      shear_deg=shear_x[idx], shear_y_deg=shear_y[idx])
+                                      shear_deg=shear_x[idx], shear_y_deg=shear_y[idx], mode=mode)
             else:
-                warped = affine(x, angle, shift, no_flip, shear_deg=shear_x, shear_y_deg=shear_y)
+                warped = affine(x, angle, shift, no_flip, shear_deg=shear_x, shear_y_deg=shear_y, mode=mode)
                 out = torch.where(warp.view(n, 1, 1, 1), warped, out)
         for name, picked in chosen.items():
             if name == "identity" or name in GEOMETRIC_OPS:
