@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -154,6 +156,11 @@ def test_randaugment_single_ops_match_torchvision(batch):
         torch.testing.assert_close(aug.apply_op(op, x, plus), ref, rtol=0, atol=0)
     torch.testing.assert_close(aug.apply_op("rotate", x, plus), TF.rotate(x, -9.0, interpolation=nearest, fill=0),
                                rtol=0, atol=0)
+    shear = math.degrees(math.atan(0.09))  # torchvision: about the top-left corner, its sign the other way
+    for op, shears in (("shear_x", [-shear, 0.0]), ("shear_y", [0.0, -shear])):
+        ref = TF.affine(x, angle=0.0, translate=[0, 0], scale=1.0, shear=shears, interpolation=nearest, fill=0,
+                        center=[0, 0])
+        torch.testing.assert_close(aug.apply_op(op, x, plus), ref, rtol=0, atol=0)
 
 
 def test_flip_affine_matches_torchvision_random_affine_on_pil_images(batch):

@@ -47,11 +47,14 @@ def affine(
     shear_deg: torch.Tensor | None = None,
     shear_y_deg: torch.Tensor | None = None,
     mode: str = "nearest",
+    center: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Warp each image by its own flip -> rotate/scale/shear -> translate about the centre, filling with 0.
+    """Warp each image by its own flip -> rotate/scale/shear about a fixed point -> translate, filling with 0.
 
     angle_deg, flip (bool), scale, shear_deg (along x) and shear_y_deg (along y): (N,);
-    translate: (N, 2) as fractions of width/height; mode: "nearest" (torchvision's default for
+    translate: (N, 2) as fractions of width/height; center: (N, 2), each image's fixed point in
+    [-1, 1] coordinates (x, y): (0, 0), the default, is the image centre, (-1, -1) its top-left
+    corner (where torchvision's RandAugment shears); mode: "nearest" (torchvision's default for
     RandomAffine and RandAugment: pixels are moved, never blended) or "bilinear" (blends neighbours,
     which blurs images that test time never sees).
     With mode "nearest" and whole-pixel translations this is torchvision's RandomHorizontalFlip
@@ -73,7 +76,9 @@ def affine(
     sign = torch.where(flip, -1.0, 1.0).to(dtype)
     inv = inv * torch.stack([sign, torch.ones_like(sign)], -1).view(n, 2, 1)  # flip rows: x -> -x
     t = translate.to(dtype) * 2.0  # fractions of the size -> normalised [-1, 1] coordinates
-    offset = -(inv @ t.unsqueeze(-1))  # (N, 2, 1)
+    # Forward: out = A (in - c) + c + t, so in = inv out + c - inv (c + t).
+    c = torch.zeros_like(t) if center is None else center.to(device=x.device, dtype=dtype)
+    offset = c.unsqueeze(-1) - inv @ (c + t).unsqueeze(-1)  # (N, 2, 1)
     theta = torch.cat([inv, offset], dim=2)  # (N, 2, 3)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid.to(x.dtype), mode=mode, padding_mode="zeros", align_corners=False)
@@ -246,9 +251,9 @@ class RandAugment(Augmentation):
     Magnitudes follow torchvision's RandAugment: at magnitude M of num_magnitude_bins bins
     (f = M / (bins - 1)) rotation 30f degrees, shear tan = 0.3f, translation 150/331 f of the size,
     brightness/contrast/sharpness factor 1 +- 0.9f, posterize to 8 - round(4f) bits, solarize above
-    1 - f; signed ops take a random sign per image. Translations are whole pixels (int(150/331 f size),
-    as torchvision). Geometric ops turn about the image centre (torchvision shears about the top-left
-    corner), sampled with `interpolation` (torchvision's default: nearest), filling with 0. Every image draws its op
+    1 - f; signed ops take a random sign per image. As torchvision's: translations are whole pixels
+    (int(150/331 f size)), rotations turn about the image centre and shears about its top-left corner,
+    sampled with `interpolation` (torchvision's default: nearest), filling with 0. Every image draws its op
     (and sign) per round. On the CPU each op runs on the images that drew it; on an accelerator every
     op runs on the whole batch and each image keeps its own, so nothing waits for the host. Both
     give the same images.
@@ -289,10 +294,11 @@ class RandAugment(Augmentation):
         mode = self.params["interpolation"]
         if name == "rotate":
             return affine(x, sign * self.rotate_deg, no_shift, no_flip, mode=mode)
+        corner = torch.full((n, 2), -1.0, device=x.device)  # torchvision shears about the top-left corner
         if name == "shear_x":
-            return affine(x, zero, no_shift, no_flip, shear_deg=sign * self.shear_deg, mode=mode)
+            return affine(x, zero, no_shift, no_flip, shear_deg=sign * self.shear_deg, mode=mode, center=corner)
         if name == "shear_y":
-            return affine(x, zero, no_shift, no_flip, shear_y_deg=sign * self.shear_deg, mode=mode)
+            return affine(x, zero, no_shift, no_flip, shear_y_deg=sign * self.shear_deg, mode=mode, center=corner)
         if name == "translate_x":
             return affine(x, zero, torch.stack([sign * self.shift(x.shape[-1]), zero], -1), no_flip, mode=mode)
         if name == "translate_y":
@@ -333,14 +339,17 @@ class RandAugment(Augmentation):
                                  part("translate_y", self.shift(x.shape[-2]))], -1)
             warp = torch.stack([chosen[g] for g in geometric]).any(0)
             mode = self.params["interpolation"]
+            sheared = (shear_x != 0) | (shear_y != 0)
+            center = torch.where(sheared, -1.0, 0.0).unsqueeze(1).expand(n, 2)  # shears: the top-left corner
             no_flip = torch.zeros_like(warp)
             if grouped:
                 idx = warp.nonzero().squeeze(1)
                 if len(idx):
-                    out[idx] = affine(x[idx], angle[idx], shift[idx], no_flip[idx],
-                                      shear_deg=shear_x[idx], shear_y_deg=shear_y[idx], mode=mode)
+                    out[idx] = affine(x[idx], angle[idx], shift[idx], no_flip[idx], shear_deg=shear_x[idx],
+                                      shear_y_deg=shear_y[idx], mode=mode, center=center[idx])
             else:
-                warped = affine(x, angle, shift, no_flip, shear_deg=shear_x, shear_y_deg=shear_y, mode=mode)
+                warped = affine(x, angle, shift, no_flip, shear_deg=shear_x, shear_y_deg=shear_y, mode=mode,
+                                center=center)
                 out = torch.where(warp.view(n, 1, 1, 1), warped, out)
         for name, picked in chosen.items():
             if name == "identity" or name in GEOMETRIC_OPS:
