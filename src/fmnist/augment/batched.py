@@ -294,11 +294,12 @@ class RandAugment(Augmentation):
         mode = self.params["interpolation"]
         if name == "rotate":
             return affine(x, sign * self.rotate_deg, no_shift, no_flip, mode=mode)
-        corner = torch.full((n, 2), -1.0, device=x.device)  # torchvision shears about the top-left corner
-        if name == "shear_x":
-            return affine(x, zero, no_shift, no_flip, shear_deg=sign * self.shear_deg, mode=mode, center=corner)
-        if name == "shear_y":
-            return affine(x, zero, no_shift, no_flip, shear_y_deg=sign * self.shear_deg, mode=mode, center=corner)
+        if name in ("shear_x", "shear_y"):  # torchvision shears about the top-left corner
+            corner = torch.full((n, 2), -1.0, device=x.device)
+            shear = sign * self.shear_deg
+            if name == "shear_x":
+                return affine(x, zero, no_shift, no_flip, shear_deg=shear, mode=mode, center=corner)
+            return affine(x, zero, no_shift, no_flip, shear_y_deg=shear, mode=mode, center=corner)
         if name == "translate_x":
             return affine(x, zero, torch.stack([sign * self.shift(x.shape[-1]), zero], -1), no_flip, mode=mode)
         if name == "translate_y":
