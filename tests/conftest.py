@@ -126,7 +126,7 @@ def planned_jobs(root: Path, *targets: str) -> dict[str, int]:
 
 
 # The longest files first (measured: `pytest --durations`, session 4), the smoke run of config/full.yaml
-# (by far the longest test) before all: under pytest-xdist (`make test` keeps this order with
+# (the longest file) before all: under pytest-xdist (`make test` keeps this order with
 # --no-loadscope-reorder and hands out whole files) the other files then fill the second worker while
 # it runs, and the short files come last, so neither worker is left with a long file to finish alone.
 LONGEST_FIRST = (

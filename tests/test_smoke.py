@@ -1,32 +1,33 @@
-"""Smoke mode: every experiment of config/full.yaml runs through the real rules for a few steps on a slice
-of the real data, into smoke/, with transfer weights this test makes; the report says so on line one."""
+"""Smoke mode: config/full.yaml runs through the real rules for a few steps on a slice of the real data,
+into smoke/, with transfer weights this test makes; the report says so on line one. Every experiment of
+full.yaml trains as its smoke job would: a cover of them through Snakemake, the rest in process."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 from conftest import DATASET_DIR, REPO, make_workflow, snakemake, tiny_config, write_config
 
-from fmnist import augment, config, experiments, models, smoke
+from fmnist import augment, config, experiments, features, models, smoke, train
 
 
-@pytest.fixture
-def torch_home(tmp_path, monkeypatch):
+def make_torch_home(home: Path) -> Path:
     """torch hub's cache with a (randomly initialised) checkpoint for every transfer architecture."""
     import torch
     import torchvision
 
-    home = tmp_path / "torch"
     for arch, (_enum, url) in models.TRANSFER_WEIGHTS.items():
         ckpt = home / "hub" / "checkpoints" / url.rsplit("/", 1)[1]
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(0)
         torch.save(getattr(torchvision.models, arch)(weights=None).state_dict(), ckpt)
-    monkeypatch.setenv("TORCH_HOME", str(home))
     return home
 
 
@@ -48,27 +49,119 @@ def test_full_config_uses_every_augmentation_kind():
     assert kinds == set(augment.KINDS), f"full.yaml runs no {sorted(set(augment.KINDS) - kinds)}"
 
 
-@pytest.mark.slow
-def test_full_config_smoke_runs_every_experiment(tmp_path, torch_home):
+def workflow_cover(runs: dict[str, dict]) -> list[str]:
+    """A few runs that between them use every model architecture, augmentation kind, cached-feature
+    choice and recipe option (optimizer, scheduler, loss, label smoothing, EMA, early stopping, train
+    fraction, dropout) of `runs`: what the rules' code (resources, feature inputs, plots, aggregation,
+    report) can tell apart. Greedy set cover, in the runs' order, so the choice is deterministic."""
+
+    def traits(run: dict) -> set:
+        t, aug = run["train"], run["augmentation"]
+        kinds = {aug["kind"], *(step["kind"] for step in aug.get("params", {}).get("steps", []))}
+        return {
+            ("arch", run["model"]["arch"]),
+            *(("augmentation", k) for k in kinds),
+            ("cached_features", features.cacheable(run)),
+            ("optimizer", t["optimizer"]["name"]),
+            ("scheduler", t["scheduler"]["name"]),
+            ("loss", t["loss"]["name"]),
+            ("label_smoothing", t["loss"]["label_smoothing"] > 0),
+            ("ema", t["ema"]["enabled"]),
+            ("early_stopping", t["early_stopping"]["enabled"]),
+            ("part_of_the_data", t["train_fraction"] < 1),
+            ("dropout", t["dropout"] is not None),
+        }
+
+    need = set().union(*(traits(r) for r in runs.values()))
+    chosen: list[str] = []
+    while need:
+        best = max(runs, key=lambda rid: len(traits(runs[rid]) & need))  # first of the best: stable
+        chosen.append(best)
+        need -= traits(runs[best])
+    return chosen
+
+
+def full_config() -> dict:
+    """config/full.yaml with this machine's data and CPU; everything else as it is."""
     full = yaml.safe_load((REPO / "config" / "full.yaml").read_text())
-    # this machine's data and CPU; everything else is full.yaml as it is
     full["data"] = {**full.get("data", {}), "sources": [str(DATASET_DIR)]}
     full.update(device="cpu", threads=1)
-    root = make_workflow(tmp_path / "wf")
-    write_config(root, full)
-    t0 = time.perf_counter()
-    snakemake(root, "--config", "smoke=true", timeout=1800)
-    print(f"smoke run of config/full.yaml: {time.perf_counter() - t0:.0f} s")
+    return full
 
-    expected = config.load(root / "test.yaml")  # validated, schema defaults filled in
-    smoke.configure(expected)
-    runs, _ = experiments.expand(expected)
-    assert {experiments.experiment_id(r) for r in runs.values()} == {
+
+@pytest.fixture(scope="module")
+def smoke_study(tmp_path_factory):
+    """The smoke run of config/full.yaml's cover (workflow_cover) through the real workflow, once.
+
+    Every job of full.yaml spends almost all of its few seconds importing torch; the cover keeps every
+    rule's code path (each architecture, augmentation kind, recipe option, cached features) in the
+    Snakemake run, and test_every_experiment_of_full_yaml_trains_in_smoke_mode trains the other
+    experiments as the train job would, in one process."""
+    tmp = tmp_path_factory.mktemp("smoke")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCH_HOME", str(make_torch_home(tmp / "torch")))
+        root = make_workflow(tmp / "wf")
+        write_config(root, full_config())
+        expected = config.load(root / "test.yaml")  # validated, schema defaults filled in
+        smoke.configure(expected)
+        all_runs = {rid: smoke.shrink_run(run) for rid, run in experiments.expand(expected)[0].items()}
+        cover = workflow_cover(all_runs)
+        cover_cfg = full_config()
+        cover_cfg["studies"] = {}
+        for rid in cover:
+            model, aug, setting, _seed = rid.split(".")
+            cover_cfg["studies"][f"cover_{len(cover_cfg['studies'])}"] = {
+                "description": f"smoke cover: {model}.{aug}.{setting}",
+                "models": [model], "augmentations": [aug], "settings": [setting], "seeds": [0],
+            }
+        write_config(root, cover_cfg)
+        t0 = time.perf_counter()
+        snakemake(root, "--config", "smoke=true", timeout=1800)
+        print(f"smoke run of config/full.yaml's cover ({len(cover)} of {len(all_runs)} runs): "
+              f"{time.perf_counter() - t0:.0f} s")
+        yield root, all_runs, cover
+
+
+@pytest.mark.slow
+def test_smoke_mode_runs_the_workflow_into_its_own_tree(smoke_study):
+    root, all_runs, cover = smoke_study
+    assert len(cover) < len(all_runs)
+    kinds = {k for rid in cover for k in (all_runs[rid]["augmentation"]["kind"],
+             *(s["kind"] for s in all_runs[rid]["augmentation"].get("params", {}).get("steps", [])))}
+    assert kinds == set(augment.KINDS), "every augmentation kind runs through the workflow's rules"
+    assert any(features.cacheable(all_runs[rid]) for rid in cover), "a cached-features run is in the cover"
+    tree = root / smoke.WORKDIR
+    for rid in cover:
+        for name in ("metrics.json", "history.csv", "confusion.csv", "model.pt", "curves.png", "confusion.png"):
+            assert (tree / "results" / "runs" / rid / name).is_file(), (rid, name)
+    assert not (root / "results").exists() and not (root / "reports").exists(), "smoke output outside smoke/"
+    first = (tree / "reports" / "summary.html").read_text().splitlines()[0]
+    assert "smoke" in first
+    # the smoke tree is its own: a real run of the same config has everything still to do
+    proc = snakemake(root, "-n", check=True)
+    assert "train" in proc.stdout and os.path.isdir(tree / "results")
+
+
+@pytest.mark.slow
+def test_every_experiment_of_full_yaml_trains_in_smoke_mode(smoke_study, tmp_path):
+    """Every experiment of config/full.yaml, as its smoke-mode train job: the cover's through Snakemake,
+    the others by the job's own call (same resolved run, the smoke tree's prepared slice, step cap)."""
+    root, all_runs, cover = smoke_study
+    assert {experiments.experiment_id(r) for r in all_runs.values()} == {
         experiments.experiment_id(r) for r in experiments.expand(config.load(REPO / "config" / "full.yaml"))[0].values()
     }, "smoke mode must run every experiment of full.yaml"
     tree = root / smoke.WORKDIR
-    n_slice = round(smoke.SMOKE_DATA["train_limit"] * (1 - expected["data"]["val_fraction"]))
-    metrics = {rid: json.loads((tree / "results" / "runs" / rid / "metrics.json").read_text()) for rid in runs}
+    prepared = tree / "data" / "prepared" / "fashion_mnist.npz"
+    metrics = {}
+    for rid, run in all_runs.items():
+        if rid in cover:
+            out = tree / "results" / "runs" / rid
+        else:
+            out = tmp_path / rid
+            with contextlib.redirect_stdout(io.StringIO()):
+                train.train_run(run, prepared, out, device="cpu", threads=1, max_steps=smoke.SMOKE_STEPS)
+        metrics[rid] = json.loads((out / "metrics.json").read_text())
+    n_slice = round(smoke.SMOKE_DATA["train_limit"] * (1 - config.load(root / "test.yaml")["data"]["val_fraction"]))
     for rid, m in metrics.items():
         assert m["status"] in ("ok", "not_learned"), (rid, m["status"])
         assert m["config"]["train"]["epochs"] <= smoke.SMOKE_EPOCHS
@@ -82,9 +175,3 @@ def test_full_config_smoke_runs_every_experiment(tmp_path, torch_home):
     vit = metrics["vit_dwconv.e_randaug_mixup.e_default.s0"]
     assert vit["params"] == 423_434 and vit["train_accuracy_vs_primary_label"] is True
     assert vit["config"]["augmentation"]["params"]["steps"][1] == {"kind": "mixup", "alpha": 2.0, "per_batch": False}
-    assert not (root / "results").exists() and not (root / "reports").exists(), "smoke output outside smoke/"
-    first = (tree / "reports" / "summary.html").read_text().splitlines()[0]
-    assert "smoke" in first
-    # the smoke tree is its own: a real run of the same config has everything still to do
-    proc = snakemake(root, "-n", check=True)
-    assert "train" in proc.stdout and os.path.isdir(tree / "results")
