@@ -37,15 +37,17 @@ def test_smoke_switch_errors_name_the_fix(tmp_path):
     assert proc.returncode != 0 and "use --config smoke=true" in proc.stdout + proc.stderr
 
 
+def augmentation_kinds(run: dict) -> set[str]:
+    """The augmentation kinds a resolved run uses: its own, and each step's of a chain."""
+    aug = run["augmentation"]
+    return {aug["kind"], *(step["kind"] for step in aug.get("params", {}).get("steps", []))}
+
+
 def test_full_config_uses_every_augmentation_kind():
     """The smoke run below is where every augmentation kind runs through the workflow's rules
     (tests/test_recipes.py relies on it): config/full.yaml must keep using each of them."""
     runs, _ = experiments.expand(config.load(REPO / "config" / "full.yaml"))  # load validates
-    kinds = set()
-    for run in runs.values():
-        aug = run["augmentation"]
-        kinds.add(aug["kind"])
-        kinds.update(step["kind"] for step in aug.get("params", {}).get("steps", []))
+    kinds = set().union(*(augmentation_kinds(run) for run in runs.values()))
     assert kinds == set(augment.KINDS), f"full.yaml runs no {sorted(set(augment.KINDS) - kinds)}"
 
 
@@ -56,11 +58,10 @@ def workflow_cover(runs: dict[str, dict]) -> list[str]:
     report) can tell apart. Greedy set cover, in the runs' order, so the choice is deterministic."""
 
     def traits(run: dict) -> set:
-        t, aug = run["train"], run["augmentation"]
-        kinds = {aug["kind"], *(step["kind"] for step in aug.get("params", {}).get("steps", []))}
+        t = run["train"]
         return {
             ("arch", run["model"]["arch"]),
-            *(("augmentation", k) for k in kinds),
+            *(("augmentation", k) for k in augmentation_kinds(run)),
             ("cached_features", features.cacheable(run)),
             ("optimizer", t["optimizer"]["name"]),
             ("scheduler", t["scheduler"]["name"]),
@@ -72,12 +73,13 @@ def workflow_cover(runs: dict[str, dict]) -> list[str]:
             ("dropout", t["dropout"] is not None),
         }
 
-    need = set().union(*(traits(r) for r in runs.values()))
+    traits_of = {rid: traits(run) for rid, run in runs.items()}
+    need = set().union(*traits_of.values())
     chosen: list[str] = []
     while need:
-        best = max(runs, key=lambda rid: len(traits(runs[rid]) & need))  # first of the best: stable
+        best = max(traits_of, key=lambda rid: len(traits_of[rid] & need))  # first of the best: stable
         chosen.append(best)
-        need -= traits(runs[best])
+        need -= traits_of[best]
     return chosen
 
 
@@ -108,9 +110,9 @@ def smoke_study(tmp_path_factory):
         cover = workflow_cover(all_runs)
         cover_cfg = full_config()
         cover_cfg["studies"] = {}
-        for rid in cover:
+        for i, rid in enumerate(cover):
             model, aug, setting, _seed = rid.split(".")
-            cover_cfg["studies"][f"cover_{len(cover_cfg['studies'])}"] = {
+            cover_cfg["studies"][f"cover_{i}"] = {
                 "description": f"smoke cover: {model}.{aug}.{setting}",
                 "models": [model], "augmentations": [aug], "settings": [setting], "seeds": [0],
             }
@@ -119,15 +121,15 @@ def smoke_study(tmp_path_factory):
         snakemake(root, "--config", "smoke=true", timeout=1800)
         print(f"smoke run of config/full.yaml's cover ({len(cover)} of {len(all_runs)} runs): "
               f"{time.perf_counter() - t0:.0f} s")
-        yield root, all_runs, cover
+        # test.yaml now holds the cover's config: the tests get full.yaml's validated one from here
+        yield root, expected, all_runs, cover
 
 
 @pytest.mark.slow
 def test_smoke_mode_runs_the_workflow_into_its_own_tree(smoke_study):
-    root, all_runs, cover = smoke_study
+    root, _expected, all_runs, cover = smoke_study
     assert len(cover) < len(all_runs)
-    kinds = {k for rid in cover for k in (all_runs[rid]["augmentation"]["kind"],
-             *(s["kind"] for s in all_runs[rid]["augmentation"].get("params", {}).get("steps", [])))}
+    kinds = set().union(*(augmentation_kinds(all_runs[rid]) for rid in cover))
     assert kinds == set(augment.KINDS), "every augmentation kind runs through the workflow's rules"
     assert any(features.cacheable(all_runs[rid]) for rid in cover), "a cached-features run is in the cover"
     tree = root / smoke.WORKDIR
@@ -146,7 +148,7 @@ def test_smoke_mode_runs_the_workflow_into_its_own_tree(smoke_study):
 def test_every_experiment_of_full_yaml_trains_in_smoke_mode(smoke_study, tmp_path):
     """Every experiment of config/full.yaml, as its smoke-mode train job: the cover's through Snakemake,
     the others by the job's own call (same resolved run, the smoke tree's prepared slice, step cap)."""
-    root, all_runs, cover = smoke_study
+    root, expected, all_runs, cover = smoke_study
     assert {experiments.experiment_id(r) for r in all_runs.values()} == {
         experiments.experiment_id(r) for r in experiments.expand(config.load(REPO / "config" / "full.yaml"))[0].values()
     }, "smoke mode must run every experiment of full.yaml"
@@ -161,7 +163,7 @@ def test_every_experiment_of_full_yaml_trains_in_smoke_mode(smoke_study, tmp_pat
             with contextlib.redirect_stdout(io.StringIO()):
                 train.train_run(run, prepared, out, device="cpu", threads=1, max_steps=smoke.SMOKE_STEPS)
         metrics[rid] = json.loads((out / "metrics.json").read_text())
-    n_slice = round(smoke.SMOKE_DATA["train_limit"] * (1 - config.load(root / "test.yaml")["data"]["val_fraction"]))
+    n_slice = round(smoke.SMOKE_DATA["train_limit"] * (1 - expected["data"]["val_fraction"]))
     for rid, m in metrics.items():
         assert m["status"] in ("ok", "not_learned"), (rid, m["status"])
         assert m["config"]["train"]["epochs"] <= smoke.SMOKE_EPOCHS
