@@ -90,3 +90,54 @@ def test_readme_shows_the_records_headline_table():
     assert block.strip() == (RECORD / "headline.md").read_text().strip(), (
         "README's record table is stale: python -m fmnist record export ... --readme README.md"
     )
+
+
+def test_headline_status_counts_the_records_runs():
+    """The status line above the table is computed from runs/, so no README can claim more runs."""
+    cfg = fmnist_config.load(RECORD / "config.yaml")
+    runs, _ = experiments.expand(cfg)
+    first = (RECORD / "headline.md").read_text().splitlines()[0]
+    n = len(committed_runs())
+    assert f"{n} of {len(runs)} runs finished" in first, first
+    assert ("complete" in first) == (n == len(runs)), first
+    hours = sum(json.loads(p.read_text())["train_seconds"] for p in committed_runs()) / 3600
+    assert f"{hours:.1f} hours of training" in first, first
+
+
+def test_status_line_says_in_progress_until_every_run_finished():
+    assert record.status_line(29, 30, 7200).startswith("**Status: in progress** — 29 of 30 runs finished; 2.0 hours")
+    assert record.status_line(30, 30, 0).startswith("**Status: complete** — 30 of 30")
+
+
+def test_export_updates_every_readme_it_is_given(record_copy, tmp_path):
+    from fmnist import cli
+
+    results = tmp_path / "results"
+    shutil.copytree(record_copy / "runs", results / "runs")
+    shutil.rmtree(sorted((results / "runs").iterdir())[0])  # one run fewer than the record holds
+    readmes = [tmp_path / "README.md", tmp_path / "record-README.md"]
+    for i, path in enumerate(readmes):
+        path.write_text(f"# readme {i}\n\n<!-- record:rec:start -->\nold table\n<!-- record:rec:end -->\n\nrest {i}\n")
+    dest = tmp_path / "rec"
+    args = ["record", "export", "--configfile", str(RECORD / "config.yaml"), "--results", str(results),
+            "--dest", str(dest), "--published", str(RECORD / "published.yaml")]
+    assert cli.main(args + [a for p in readmes for a in ("--readme", str(p))]) == 0
+    headline = (dest / "headline.md").read_text()
+    assert f"{len(committed_runs()) - 1} of 30 runs finished" in headline.splitlines()[0]
+    for i, path in enumerate(readmes):
+        assert record.readme_block(path, "rec") == headline.strip()
+        assert path.read_text().startswith(f"# readme {i}\n") and path.read_text().endswith(f"rest {i}\n")
+
+
+def test_export_refuses_a_readme_without_markers_before_writing_anything(tmp_path, capsys):
+    from fmnist import cli
+
+    good, bad = tmp_path / "good.md", tmp_path / "bad.md"
+    good.write_text("<!-- record:rec:start -->\nold\n<!-- record:rec:end -->\n")
+    bad.write_text("# no markers\n")
+    dest = tmp_path / "rec"
+    rc = cli.main(["record", "export", "--configfile", str(RECORD / "config.yaml"), "--results", str(tmp_path),
+                   "--dest", str(dest), "--readme", str(good), "--readme", str(bad)])
+    assert rc == 2
+    assert "bad.md has no <!-- record:rec:start -->" in capsys.readouterr().err
+    assert not dest.exists() and "old" in good.read_text()

@@ -238,13 +238,20 @@ def cmd_plan(args) -> int:
 def cmd_record_export(args) -> int:
     from fmnist import record
 
+    name = Path(args.dest).name
+    for readme in args.readme or []:  # every README is checked before anything is written
+        if not Path(readme).exists() or record.readme_block(readme, name) is None:
+            start, end = (m.format(name=name) for m in record.README_MARKERS)
+            print(f"fmnist: {readme} has no {start} ... {end} markers; add them where the record's "
+                  "table goes (nothing was exported)", file=sys.stderr)
+            return 2
     r = record.export(args.configfile, args.results, args.dest, published=args.published,
                       report=args.report)
     print(f"{args.dest}: {r['finished']} of {r['runs']} runs finished and recorded; tables rebuilt")
     headline = (Path(args.dest) / "headline.md").read_text()
-    if args.readme:
-        record.update_readme(args.readme, Path(args.dest).name, headline)
-        print(f"{args.readme}: the record's table updated")
+    for readme in args.readme or []:
+        record.update_readme(readme, name, headline)
+        print(f"{readme}: the record's table updated")
     print(headline, end="")
     return 0
 
@@ -374,7 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dest", required=True, help="the record directory, e.g. docs/record/cpu")
     p.add_argument("--published", help="published figures (default: the config's report.published)")
     p.add_argument("--report", help="the workflow's summary.html, copied once every run has finished")
-    p.add_argument("--readme", help="a README with <!-- record:NAME:start/end --> markers to update (NAME: dest's name)")
+    p.add_argument("--readme", action="append",
+                   help="a README with <!-- record:NAME:start/end --> markers to update (NAME: dest's name); "
+                        "give it once per README")
     p.set_defaults(func=cmd_record_export)
     p = rec.add_parser("check", help="rebuild a record's tables from its runs and compare")
     p.add_argument("--dest", required=True, help="the record directory")

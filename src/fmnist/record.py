@@ -6,7 +6,9 @@ Layout of a record directory:
     published.yaml     the published figures it was judged against, as they were
     runs/<run>/        metrics.json, history.csv and confusion.csv of every finished run (no weights)
     runs.csv, experiments.csv, tables/*.csv|md   aggregated by fmnist.aggregate from runs/
-    headline.md        the published-vs-reproduced table of the figures the record covers
+    headline.md        a status line (runs finished, hours of training) and the published-vs-reproduced
+                       table of the figures the record covers: what the READMEs show between their
+                       <!-- record:<name>:start/end --> markers
     summary.html       the workflow's report, when the study has been run to the end
 
 `export` copies what a workflow directory has finished and aggregates; `rebuild` aggregates a record's
@@ -76,8 +78,18 @@ def rebuild(record: Path | str, out: Path | str) -> dict[str, pd.DataFrame]:
                                  sweeps=cfg["report"]["sweeps"],
                                  baseline=cfg["report"]["baseline_augmentation"])
     covered = {experiments.experiment_id(run) for run in runs.values()}
-    (out / "headline.md").write_text(headline_markdown(tables["published"], covered) + "\n")
+    train_seconds = tables["runs"]["train_seconds"].sum() if len(tables["runs"]) else 0.0
+    status = status_line(len(metric_paths), len(runs), float(train_seconds))
+    (out / "headline.md").write_text(status + "\n\n" + headline_markdown(tables["published"], covered) + "\n")
     return tables
+
+
+def status_line(finished: int, total: int, train_seconds: float) -> str:
+    """The record's state in one line, computed from its runs (so the READMEs cannot claim more)."""
+    state = "complete" if finished >= total else "in progress"
+    return (f"**Status: {state}** — {finished} of {total} runs finished; "
+            f"{train_seconds / 3600:.1f} hours of training in all (the sum of the runs' `train_seconds`, "
+            f"one thread each).")
 
 
 def headline(published: pd.DataFrame, experiments_covered: set[str]) -> pd.DataFrame:
