@@ -4,6 +4,7 @@ committed runs, and a record whose runs and tables disagree is caught."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -141,3 +142,17 @@ def test_export_refuses_a_readme_without_markers_before_writing_anything(tmp_pat
     assert rc == 2
     assert "bad.md has no <!-- record:rec:start -->" in capsys.readouterr().err
     assert not dest.exists() and "old" in good.read_text()
+
+
+def test_a_complete_record_holds_the_workflows_report_of_all_its_runs():
+    cfg = fmnist_config.load(RECORD / "config.yaml")
+    runs, _ = experiments.expand(cfg)
+    if len(committed_runs()) < len(runs):
+        pytest.skip("the record is in progress: summary.html comes once every run has finished")
+    html = (RECORD / "summary.html").read_text()
+    text = " ".join(re.sub(r"<[^>]+>", " ", html).split())  # the page's text, as a reader sees it
+    overview = re.search(r"1\. Overview (\d+) runs \d+ experiments (\d+) ok", text)
+    assert overview and overview.groups() == (str(len(runs)), str(len(runs))), (
+        "summary.html is not the report of every run finished: export it again with --report")
+    for experiment in {experiments.experiment_id(run) for run in runs.values()}:
+        assert experiment in html, f"summary.html does not show {experiment}: export it again with --report"
