@@ -22,12 +22,17 @@ def committed_runs() -> list[Path]:
     return sorted((RECORD / "runs").glob("*/metrics.json"))
 
 
+def record_runs() -> dict:
+    """The runs of the record's config (run id -> resolved run), finished or not."""
+    runs, _ = experiments.expand(fmnist_config.load(RECORD / "config.yaml"))
+    return runs
+
+
 def test_record_exists_with_its_config_and_runs():
     assert (RECORD / "config.yaml").exists(), "docs/record/cpu/config.yaml is missing"
     assert (RECORD / "published.yaml").exists()
     assert committed_runs(), "the record holds no finished run"
-    cfg = fmnist_config.load(RECORD / "config.yaml")
-    runs, _ = experiments.expand(cfg)
+    runs = record_runs()
     for path in committed_runs():
         assert path.parent.name in runs, f"{path.parent.name} is not a run of the record's config"
         assert (path.parent / "history.csv").exists()
@@ -43,8 +48,7 @@ def test_committed_tables_equal_what_the_runs_give():
 def test_headline_lists_the_published_figures_the_record_covers():
     published = pd.read_csv(RECORD / "tables" / "published.csv")
     headline = (RECORD / "headline.md").read_text()
-    cfg = fmnist_config.load(RECORD / "config.yaml")
-    runs, _ = experiments.expand(cfg)
+    runs = record_runs()
     covered = {experiments.experiment_id(run) for run in runs.values()}
     rows = published[published["experiment"].isin(covered)]
     assert len(rows) >= 10, "the record covers report B's eight and report D's LeNet-like and ResNet10"
@@ -95,8 +99,7 @@ def test_readme_shows_the_records_headline_table():
 
 def test_headline_status_counts_the_records_runs():
     """The status line above the table is computed from runs/, so no README can claim more runs."""
-    cfg = fmnist_config.load(RECORD / "config.yaml")
-    runs, _ = experiments.expand(cfg)
+    runs = record_runs()
     first = (RECORD / "headline.md").read_text().splitlines()[0]
     n = len(committed_runs())
     assert f"{n} of {len(runs)} runs finished" in first, first
@@ -145,8 +148,7 @@ def test_export_refuses_a_readme_without_markers_before_writing_anything(tmp_pat
 
 
 def test_a_complete_record_holds_the_workflows_report_of_all_its_runs():
-    cfg = fmnist_config.load(RECORD / "config.yaml")
-    runs, _ = experiments.expand(cfg)
+    runs = record_runs()
     if len(committed_runs()) < len(runs):
         pytest.skip("the record is in progress: summary.html comes once every run has finished")
     html = (RECORD / "summary.html").read_text()

@@ -240,10 +240,9 @@ def cmd_record_export(args) -> int:
 
     name = Path(args.dest).name
     for readme in args.readme or []:  # every README is checked before anything is written
-        if not Path(readme).exists() or record.readme_block(readme, name) is None:
-            start, end = (m.format(name=name) for m in record.README_MARKERS)
-            print(f"fmnist: {readme} has no {start} ... {end} markers; add them where the record's "
-                  "table goes (nothing was exported)", file=sys.stderr)
+        problem = record.readme_problem(readme, name)
+        if problem is not None:
+            print(f"fmnist: {problem} (nothing was exported)", file=sys.stderr)
             return 2
     r = record.export(args.configfile, args.results, args.dest, published=args.published,
                       report=args.report)

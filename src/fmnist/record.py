@@ -138,13 +138,20 @@ def readme_block(readme: Path | str, name: str) -> str | None:
     return None if parts is None else parts[2].strip("\n")
 
 
+def readme_problem(readme: Path | str, name: str) -> str | None:
+    """Why `readme` cannot show the record's table (it or its markers are missing); None when it can."""
+    if Path(readme).exists() and readme_block(readme, name) is not None:
+        return None
+    start, end = (m.format(name=name) for m in README_MARKERS)
+    return f"{readme} has no {start} ... {end} markers; add them where the record's table goes"
+
+
 def update_readme(readme: Path | str, name: str, table: str) -> None:
     """Put a record's headline table between the README's markers."""
     readme = Path(readme)
-    parts = _split_readme(readme.read_text(), name)
+    parts = _split_readme(readme.read_text(), name) if readme.exists() else None
     if parts is None:
-        start, end = (m.format(name=name) for m in README_MARKERS)
-        raise ValueError(f"{readme} has no {start} ... {end} markers; add them where the table goes")
+        raise ValueError(readme_problem(readme, name))
     head, start, _, end, tail = parts
     readme.write_text(f"{head}{start}\n{table.strip()}\n{end}{tail}")
 
