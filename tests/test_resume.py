@@ -75,6 +75,27 @@ def test_train_run_resumes_to_identical_numbers(tmp_path, prepared_small, recipe
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_run_killed_after_its_early_stop_resumes_to_the_same_numbers(tmp_path, prepared_small):
+    """The window between the resume save of the stopping epoch and metrics.json: a run killed there
+    (a retry, `--rerun-incomplete`) must test the weights it stopped on, not train on past its stop."""
+    run = resolved_run(epochs=12, early_stopping={"patience": 1, "monitor": "val_accuracy"})
+    quiet = {"log": lambda _m: None, "device": "cpu", "threads": 1}
+    whole = train.train_run(run, prepared_small, tmp_path / "whole", **quiet)
+    stop = whole["epochs_run"]
+    assert stop < 12, "the run must stop early for this test to mean anything"
+    assert whole["best_epoch"] == stop - 1
+    with pytest.raises(SystemExit):  # killed right after the stopping epoch's state was saved
+        train.train_run(run, prepared_small, tmp_path / "split", stop_after_epochs=stop, **quiet)
+    state = torch.load(tmp_path / "split" / train.RESUME_FILE, weights_only=True)
+    assert state["epoch"] == stop and state["bad_epochs"] == 1
+    lines: list[str] = []
+    train.train_run(run, prepared_small, tmp_path / "split", **{**quiet, "log": lines.append})
+    assert any(f"resuming after epoch {stop} " in line for line in lines), lines
+    assert not any(f"epoch {stop + 1}/" in line for line in lines), "the resumed run trained past its stop"
+    assert any("early stop" in line for line in lines), lines
+    assert model_numbers(tmp_path / "split") == model_numbers(tmp_path / "whole")
+
+
 def test_resume_state_of_another_config_is_ignored(tmp_path, prepared_small):
     quiet = {"device": "cpu", "threads": 1}
     with pytest.raises(SystemExit):

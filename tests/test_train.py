@@ -79,3 +79,64 @@ def test_unavailable_cuda_is_a_clear_error():
         pytest.skip("this machine has CUDA")  # the error only exists where CUDA is missing
     with pytest.raises(RuntimeError, match="CUDA is not available.*device: auto"):
         train.select_device("cuda")
+
+
+# --- the stop rule as a unit -------------------------------------------------------------------------
+
+def stop_rule(**es) -> train.StopRule:
+    return train.StopRule({"enabled": True, "monitor": "val_loss", "patience": 2, "min_delta": 0.0, **es})
+
+
+def run_rule(rule: train.StopRule, scores: list[float]) -> tuple[int, int]:
+    """(epochs trained, best epoch) of a run whose epochs score `scores`, asked as train_run asks."""
+    best, best_epoch, bad = None, 0, 0
+    for epoch, score in enumerate(scores, 1):
+        if rule.should_stop(bad):
+            return epoch - 1, best_epoch
+        improved, bad = rule.observe(score, best, bad)
+        if improved:
+            best, best_epoch = score, epoch
+    return len(scores), best_epoch
+
+
+@pytest.mark.parametrize(("es", "scores", "expected"), [
+    # consecutive patience: two non-improving epochs in a row stop the run
+    ({}, [0.5, 0.4, 0.45, 0.46, 0.3], (4, 2)),
+    # a reset on improvement: 0.35 at epoch 4 restarts the count, so the run goes on to epoch 6
+    ({}, [0.5, 0.4, 0.45, 0.35, 0.36, 0.37, 0.2], (6, 4)),
+    # patience 0 behaves as 1: the first non-improving epoch stops the run
+    ({"patience": 0}, [0.5, 0.4, 0.41, 0.3], (3, 2)),
+    # min_delta: a gain of 0.005 is no improvement at min_delta 0.01
+    ({"min_delta": 0.01}, [0.5, 0.495, 0.493, 0.2], (3, 1)),
+    # an equal score is no improvement
+    ({"patience": 1}, [0.5, 0.5, 0.1], (2, 1)),
+    # on accuracy, higher is better
+    ({"monitor": "val_accuracy", "patience": 1}, [0.80, 0.85, 0.84, 0.9], (3, 2)),
+    ({"monitor": "val_accuracy", "patience": 2}, [0.80, 0.79, 0.85, 0.84, 0.83, 0.9], (5, 3)),
+    # disabled: the whole budget, best still tracked
+    ({"enabled": False, "patience": 1}, [0.5, 0.6, 0.7, 0.4], (4, 4)),
+])
+def test_stop_rule(es, scores, expected):
+    assert run_rule(stop_rule(**es), scores) == expected
+
+
+SCRIPTED_VAL_ACCURACY = [0.50, 0.40, 0.60, 0.55, 0.50, 0.70, 0.71, 0.72]
+
+
+def test_trainer_stops_by_the_rule_on_scripted_validation_scores(tmp_path, prepared_small, monkeypatch):
+    """The real trainer, its validation scores scripted: 0.60 at epoch 3 improves on epoch 1 and resets the
+    count, so patience 2 stops it after epoch 5 (not 4, as a counter that never resets would) and it
+    tests epoch 3's weights."""
+    run = resolve({"models": ["lenet_like"]},
+                  defaults={"epochs": 8, "train_fraction": 0.25,
+                            "early_stopping": {"patience": 2, "monitor": "val_accuracy"}})
+    real, scripted = train.RunSetup.evaluate, iter(SCRIPTED_VAL_ACCURACY)
+
+    def evaluate(self, split):
+        loss, acc, pred = real(self, split)
+        return (loss, next(scripted), pred) if split is self.val else (loss, acc, pred)
+
+    monkeypatch.setattr(train.RunSetup, "evaluate", evaluate)
+    m = train.train_run(run, prepared_small, tmp_path, device="cpu", log=lambda s: None)
+    assert (m["epochs_run"], m["best_epoch"], m["tested_epoch"]) == (5, 3, 3)
+    assert m["best_val_accuracy"] == 0.60

@@ -402,7 +402,7 @@ def deform(models: tuple[str, ...] | list[str] = DEFORM_MODELS, batch_size: int 
     from fmnist import models as registry
     from fmnist.models import deform_ops, measure
     from fmnist.models.deformable import DeformBlock
-    from fmnist.train import device_name
+    from fmnist.runtime import device_name
 
     torch.set_num_threads(threads)
     cpu = torch.device("cpu")

@@ -97,7 +97,7 @@ def cmd_models(args) -> int:
     import torch
 
     from fmnist.models import measure
-    from fmnist.train import device_name, select_device
+    from fmnist.runtime import device_name, select_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -19,6 +19,7 @@ from pathlib import Path
 # which is a param of its own, so adding a preset reruns nothing.
 TRAIN_MODULES = (
     "fmnist.train",
+    "fmnist.runtime",
     "fmnist.recipes",
     "fmnist.augment",
     "fmnist.augment.batched",

@@ -78,17 +78,17 @@ def compute(spec: dict, data_path: Path | str, out: Path | str, device: str = "a
     """Backbone features of the train, val and test splits (float32, (N, D)) with their labels, saved to `out`."""
     import torch
 
-    from fmnist import data, train
+    from fmnist import data, runtime
 
     if threads:
         torch.set_num_threads(int(threads))
-    dev = train.select_device(device)
+    dev = runtime.select_device(device)
     arrays, meta = data.load_prepared(data_path)
     torch.manual_seed(spec.get("seed", 0))  # as train_run does: a backbone without weights is this init
     model = models.build_model(spec["arch"], spec["args"], num_classes=len(meta["classes"])).to(dev).eval()
     if spec["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
-    normalize = train.Normalizer(spec["normalize"]["mean"], spec["normalize"]["std"], spec["channels_last"])
+    normalize = runtime.Normalizer(spec["normalize"]["mean"], spec["normalize"]["std"], spec["channels_last"])
     use_bf16 = spec["amp"] == "bf16" or (spec["amp"] == "auto" and dev.type == "cuda")
     point, _ = head_chain(model)
     captured: list[torch.Tensor] = []
@@ -98,7 +98,7 @@ def compute(spec: dict, data_path: Path | str, out: Path | str, device: str = "a
         for split in ("train", "val", "test"):
             images = torch.from_numpy(arrays[f"{split}_images"]).unsqueeze(1).to(dev)
             for start in range(0, len(images), batch_size):
-                x = normalize(train.to_unit(images[start:start + batch_size]))
+                x = normalize(runtime.to_unit(images[start:start + batch_size]))
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
                     model(x)
             result[f"{split}_features"] = torch.cat(captured) if captured else torch.zeros(0)
@@ -109,11 +109,11 @@ def compute(spec: dict, data_path: Path | str, out: Path | str, device: str = "a
     result["spec"] = spec
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    train.atomic_torch_save(result, out)
+    runtime.atomic_torch_save(result, out)
 
 
 class FeatureBatches:
-    """A split of cached features held on the device, shaped like train.Batches (`images`, `labels`)."""
+    """A split of cached features held on the device, shaped like runtime.Batches (`images`, `labels`)."""
 
     def __init__(self, feats, labels, device) -> None:
         self.images = feats.to(device)
@@ -140,7 +140,7 @@ def load(path: Path | str, device, keep=None) -> dict[str, FeatureBatches]:
 def attach_head(loop) -> None:
     """Make a StepLoop train and evaluate only the head chain (its parameters are the full model's,
     so the optimizer and the full model's state_dict see every update)."""
-    from fmnist.train import Normalizer
+    from fmnist.runtime import Normalizer
 
     _, chain = head_chain(loop.model)
     loop.model = loop.step_model = chain

@@ -121,7 +121,7 @@ def measure(run: dict, device: str, threads: int, fast: bool, seconds: float = 2
     from fmnist import models
     from fmnist.models import deform_ops
     from fmnist.models import measure as model_measure
-    from fmnist.train import device_name, select_device
+    from fmnist.runtime import device_name, select_device
 
     torch.set_num_threads(threads)
     dev = select_device(device)
@@ -205,7 +205,7 @@ def plan(config: dict, *, fast: bool = True, measure_missing: bool = False, reme
             if fkey not in cache and measure_missing:
                 import torch
 
-                from fmnist.train import select_device
+                from fmnist.runtime import select_device
 
                 log(f"[plan] measuring the feature pass of {run['model']['name']} on {label} ...")
                 torch.set_num_threads(threads)

@@ -13,11 +13,10 @@ import csv
 import json
 import math
 import os
-import platform
-import resource
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,69 +27,19 @@ from fmnist import augment, data, features, metrics, recipes
 from fmnist.experiments import config_hash
 from fmnist.integrity import HISTORY_COLUMNS
 from fmnist.models import build_model
+from fmnist.runtime import (  # noqa: F401 - re-exported: the trainer's public names since before the split
+    Batches,
+    Normalizer,
+    atomic_torch_save,
+    device_name,
+    peak_memory_mb,
+    select_device,
+    to_unit,
+    versions,
+)
 
 RESUME_FILE = "resume.pt"
 NOT_LEARNED_ACCURACY = 0.15  # chance is 0.10; a run at or below this learned nothing
-
-
-def select_device(spec: str = "auto") -> torch.device:
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
-            f"device {spec!r} requested but CUDA is not available here; set `device: auto` or `cpu`"
-        )
-    return device
-
-
-def versions() -> dict[str, str]:
-    import torchvision
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "numpy": np.__version__,
-        "cuda": torch.version.cuda or "",
-        "cudnn": str(torch.backends.cudnn.version() or ""),
-    }
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-class Batches:
-    """A split held on the device: uint8 images (N, 1, 28, 28) and int64 labels (N,)."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, device: torch.device):
-        self.images = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1).to(device)
-        self.labels = torch.from_numpy(labels.astype(np.int64)).to(device)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-class Normalizer:
-    def __init__(self, mean: float, std: float, channels_last: bool):
-        self.mean, self.std, self.channels_last = mean, std, channels_last
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self.mean) / self.std
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-
-def to_unit(images_u8: torch.Tensor) -> torch.Tensor:
-    if images_u8.dtype != torch.uint8:  # cached backbone features (fmnist.features) arrive as floats
-        return images_u8
-    return images_u8.float().div_(255.0)
 
 
 @torch.inference_mode()
@@ -112,12 +61,6 @@ def evaluate(model, split: Batches, normalize: Normalizer, batch_size: int, auto
     return float(loss_sum) / n, float(correct) / n, pred.cpu().numpy()
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def atomic_text(path: Path, text: str) -> None:
     data.atomic_write_bytes(path, text.encode())
 
@@ -126,12 +69,6 @@ def count_params(model) -> tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return total, trainable
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -262,28 +199,88 @@ class StepLoop:
         return loss_sum, correct, seen, ""
 
 
-def train_run(
-    run: dict,
-    data_path: Path | str,
-    out_dir: Path | str,
-    device: str = "auto",
-    threads: int | None = None,
-    log: Callable[[str], None] = print,
-    resume: bool = True,
-    stop_after_epochs: int | None = None,
-    max_steps: int | None = None,
-    features_path: Path | str | None = None,
-) -> dict:
-    """Train `run` (a resolved config from fmnist.experiments) and write its files into `out_dir`.
+class StopRule:
+    """Early stopping and best-epoch selection, in one place: which epoch is an improvement, and when a
+    run is done. Report-specific readings (which metric, what patience) come in through the config.
 
-    Writes history.csv, confusion.csv, model.pt and, last, metrics.json. Returns the metrics.
-    `stop_after_epochs` ends the process's work early (as a kill would) for resume tests.
-    `max_steps` caps the steps of each epoch (smoke mode). `features_path`: the run's cached backbone
-    features (fmnist.features); the run then trains and evaluates only its head on them.
+    `patience` counts consecutive epochs without an improvement of more than `min_delta` on `monitor`;
+    patience 0 stops at the first such epoch, as patience 1 does (an epoch must fail to improve before
+    a run can stop). With `enabled` false a run trains its full epoch budget.
     """
-    t_setup = time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def __init__(self, early_stopping: dict):
+        self.enabled = bool(early_stopping["enabled"])
+        self.monitor = early_stopping["monitor"]
+        self.patience = int(early_stopping["patience"])
+        self.min_delta = float(early_stopping["min_delta"])
+        self.higher_better = self.monitor == "val_accuracy"
+
+    def score(self, row: dict) -> float:
+        return row[self.monitor]
+
+    def improves(self, score: float, best: float | None) -> bool:
+        if best is None:
+            return True
+        if self.higher_better:
+            return score > best + self.min_delta
+        return score < best - self.min_delta
+
+    def observe(self, score: float, best: float | None, bad_epochs: int) -> tuple[bool, int]:
+        """(whether `score` improves on `best`, the count of consecutive epochs without improvement after it)."""
+        if self.improves(score, best):
+            return True, 0
+        return False, bad_epochs + 1
+
+    def should_stop(self, bad_epochs: int) -> bool:
+        return self.enabled and bad_epochs >= max(1, self.patience)
+
+
+@dataclass
+class Progress:
+    """Everything about a run that grows epoch by epoch and is saved in its resume state."""
+
+    epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"score": None, "epoch": 0, "state": None})
+    bad_epochs: int = 0
+    elapsed: float = 0.0
+    images_seen: int = 0
+    status: str = "ok"
+    reason: str = ""
+
+
+@dataclass
+class RunSetup:
+    """A run ready to train: its device, data splits on the device, step loop and stop rule."""
+
+    run: dict
+    dev: torch.device
+    arrays: dict[str, np.ndarray]
+    meta: dict
+    classes: list[str]
+    train: Any
+    val: Any
+    cached: dict | None
+    loop: StepLoop
+    full_model: torch.nn.Module
+    n_params: int
+    n_trainable: int
+    rule: StopRule
+    identity: str
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights that are evaluated: the EMA average when the recipe keeps one."""
+        return self.loop.ema.module if self.loop.ema is not None else self.loop.model
+
+    def evaluate(self, split) -> tuple[float, float, np.ndarray]:
+        cfg = self.run["train"]
+        return evaluate(self.eval_model, split, self.loop.normalize, cfg["eval_batch_size"], self.loop.autocast)
+
+
+def setup_run(run: dict, data_path: Path | str, device: str = "auto", threads: int | None = None,
+              features_path: Path | str | None = None) -> RunSetup:
+    """Seed, device, data (or the run's cached backbone features) and the step loop of `run`."""
     cfg = run["train"]
     if threads:
         torch.set_num_threads(int(threads))
@@ -296,7 +293,6 @@ def train_run(
 
     arrays, meta = data.load_prepared(data_path)
     classes = meta["classes"]
-    num_classes = len(classes)
     train_x, train_y = arrays["train_images"], arrays["train_labels"]
     keep = None
     if cfg["train_fraction"] < 1.0:
@@ -308,120 +304,115 @@ def train_run(
     train = cached["train"] if cached else Batches(train_x, train_y, dev)
     val = cached["val"] if cached else Batches(arrays["val_images"], arrays["val_labels"], dev)
 
-    loop = StepLoop.build(run, num_classes, n_train=len(train), device=dev)
+    loop = StepLoop.build(run, len(classes), n_train=len(train), device=dev)
     full_model = loop.model
     n_params, n_trainable = count_params(full_model)
     if cached:
         features.attach_head(loop)
-    model, optimizer, schedule, ema = loop.model, loop.optimizer, loop.schedule, loop.ema
-    normalize, autocast, aug = loop.normalize, loop.autocast, loop.aug
-    batch_size, steps, n_train = loop.batch_size, loop.steps, len(train)
-    es = cfg["early_stopping"]
-    higher_better = es["monitor"] == "val_accuracy"
-
-    history: list[dict] = []
-    best = {"score": None, "epoch": 0, "state": None}
-    bad_epochs, start_epoch, elapsed, images_seen = 0, 0, 0.0, 0
-    status, reason = "ok", ""
     identity = config_hash({**run, "cached_features": True} if cached else run)  # resume state differs
-    resume_path = out_dir / RESUME_FILE
-    state = load_resume_state(resume_path, identity, dev, log=lambda m: log(f"[{run['id']}] {m}")) if resume else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        if ema is not None and state.get("ema") is not None:
-            ema.load_state_dict(state["ema"])
-        history, best, bad_epochs = state["history"], state["best"], state["bad_epochs"]
-        start_epoch, elapsed, images_seen = state["epoch"], state["elapsed"], state["images_seen"]
-        _set_rng_state(state["rng"], dev)
-        log(f"[{run['id']}] resuming after epoch {start_epoch} from {resume_path}")
+    return RunSetup(run, dev, arrays, meta, classes, train, val, cached, loop, full_model, n_params, n_trainable,
+                    StopRule(cfg["early_stopping"]), identity)
 
-    log(
-        f"[{run['id']}] device {dev} ({device_name(dev)}), {n_params:,} parameters, "
-        f"{n_train} train / {len(val)} val images, {steps} steps of {batch_size} per epoch"
-        f"{f' (capped at {max_steps})' if max_steps is not None and max_steps < steps else ''}, "
-        f"setup {time.perf_counter() - t_setup:.1f}s"
+
+def restore_progress(s: RunSetup, resume_path: Path, log: Callable[[str], None]) -> Progress:
+    """The run's progress from its resume state (model, optimizer, schedule, EMA and RNG restored in
+    place), or a fresh start when there is no usable state."""
+    state = load_resume_state(resume_path, s.identity, s.dev, log=log)
+    if state is None:
+        return Progress()
+    loop = s.loop
+    loop.model.load_state_dict(state["model"])
+    loop.optimizer.load_state_dict(state["optimizer"])
+    loop.schedule.load_state_dict(state["schedule"])
+    if loop.ema is not None and state.get("ema") is not None:
+        loop.ema.load_state_dict(state["ema"])
+    _set_rng_state(state["rng"], s.dev)
+    log(f"resuming after epoch {state['epoch']} from {resume_path}")
+    return Progress(epoch=state["epoch"], history=state["history"], best=state["best"],
+                    bad_epochs=state["bad_epochs"], elapsed=state["elapsed"], images_seen=state["images_seen"])
+
+
+def save_progress(s: RunSetup, p: Progress, path: Path) -> None:
+    loop = s.loop
+    atomic_torch_save(
+        {
+            "identity": s.identity, "epoch": p.epoch, "model": loop.model.state_dict(),
+            "optimizer": loop.optimizer.state_dict(), "schedule": loop.schedule.state_dict(),
+            "ema": loop.ema.state_dict() if loop.ema is not None else None, "history": p.history,
+            "best": p.best, "bad_epochs": p.bad_epochs, "elapsed": p.elapsed,
+            "images_seen": p.images_seen, "rng": _rng_state(s.dev),
+        },
+        path,
     )
-    epoch = start_epoch
-    for epoch in range(start_epoch + 1, cfg["epochs"] + 1):
-        t0 = time.perf_counter()
-        loss_sum, correct, seen, reason = loop.epoch(train, epoch, max_steps=max_steps)
-        if reason:
-            status = "diverged"
-            log(f"[{run['id']}] diverged: {reason}; recording the run as diverged")
-            break
-        eval_model = ema.module if ema is not None else model
-        val_loss, val_acc, _ = evaluate(eval_model, val, normalize, cfg["eval_batch_size"], autocast)
-        seconds = time.perf_counter() - t0
-        elapsed += seconds
-        images_seen += seen
-        train_loss = float(loss_sum) / seen
-        row = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "train_accuracy": float(correct) / seen,
-            "val_loss": val_loss,
-            "val_accuracy": val_acc,
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": seconds,
-        }
-        history.append(row)
-        schedule.after_epoch(val_loss)
-        score = val_acc if higher_better else val_loss
-        improved = best["score"] is None or (
-            score > best["score"] + es["min_delta"] if higher_better else score < best["score"] - es["min_delta"]
-        )
-        if improved:
-            best = {"score": score, "epoch": epoch, "state": copy.deepcopy(eval_model.state_dict())}
-            bad_epochs = 0
-        else:
-            bad_epochs += 1
-        log(
-            f"[{run['id']}] epoch {epoch}/{cfg['epochs']} train_loss {train_loss:.4f} "
-            f"train_acc {row['train_accuracy']:.4f} val_loss {val_loss:.4f} val_acc {val_acc:.4f} "
-            f"lr {row['lr']:.2e} {seconds:.1f}s" + (" *" if improved else "")
-        )
-        stop = es["enabled"] and bad_epochs >= max(1, es["patience"])
-        atomic_torch_save(
-            {
-                "identity": identity, "epoch": epoch, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                "ema": ema.state_dict() if ema is not None else None, "history": history,
-                "best": best, "bad_epochs": bad_epochs, "elapsed": elapsed,
-                "images_seen": images_seen, "rng": _rng_state(dev),
-            },
-            resume_path,
-        )
-        if stop:
-            log(f"[{run['id']}] early stop: no {es['monitor']} gain for {bad_epochs} epochs (best epoch {best['epoch']})")
-            break
-        if stop_after_epochs is not None and epoch >= stop_after_epochs:
-            raise SystemExit(f"[{run['id']}] stopped after epoch {epoch} on request")
 
-    final = ema.module if ema is not None else model
+
+def train_epoch(s: RunSetup, p: Progress, max_steps: int | None, log: Callable[[str], None]) -> bool:
+    """Train epoch `p.epoch + 1`, evaluate it and apply the stop rule; False when the run diverged
+    (recorded in `p`, the epoch not counted). The caller saves the progress."""
+    loop, cfg, rule = s.loop, s.run["train"], s.rule
+    epoch = p.epoch + 1
+    t0 = time.perf_counter()
+    loss_sum, correct, seen, reason = loop.epoch(s.train, epoch, max_steps=max_steps)
+    if reason:
+        p.status, p.reason = "diverged", reason
+        log(f"diverged: {reason}; recording the run as diverged")
+        return False
+    val_loss, val_acc, _ = s.evaluate(s.val)
+    seconds = time.perf_counter() - t0
+    p.epoch, p.elapsed, p.images_seen = epoch, p.elapsed + seconds, p.images_seen + seen
+    row = {
+        "epoch": epoch,
+        "train_loss": float(loss_sum) / seen,
+        "train_accuracy": float(correct) / seen,
+        "val_loss": val_loss,
+        "val_accuracy": val_acc,
+        "lr": loop.optimizer.param_groups[0]["lr"],
+        "seconds": seconds,
+    }
+    p.history.append(row)
+    loop.schedule.after_epoch(val_loss)
+    score = rule.score(row)
+    improved, p.bad_epochs = rule.observe(score, p.best["score"], p.bad_epochs)
+    if improved:
+        p.best = {"score": score, "epoch": epoch, "state": copy.deepcopy(s.eval_model.state_dict())}
+    log(
+        f"epoch {epoch}/{cfg['epochs']} train_loss {row['train_loss']:.4f} "
+        f"train_acc {row['train_accuracy']:.4f} val_loss {val_loss:.4f} val_acc {val_acc:.4f} "
+        f"lr {row['lr']:.2e} {seconds:.1f}s" + (" *" if improved else "")
+    )
+    return True
+
+
+def finish_run(s: RunSetup, p: Progress, out_dir: Path) -> dict:
+    """Test the chosen weights, then write history.csv, confusion.csv, model.pt and, last, metrics.json."""
+    run, cfg, loop = s.run, s.run["train"], s.loop
+    es = cfg["early_stopping"]
+    num_classes = len(s.classes)
+    final = s.eval_model
     # A fixed-epoch run (early stopping off) is its final weights unless the config asks for the best.
     restore_best = es["enabled"] if es["restore_best"] is None else es["restore_best"]
-    tested_epoch = len(history)
-    if best["state"] is not None and (restore_best or status == "diverged"):
-        final.load_state_dict(best["state"])
-        tested_epoch = best["epoch"]
-    test = cached["test"] if cached else Batches(arrays["test_images"], arrays["test_labels"], dev)
-    if best["state"] is not None or status == "ok":
-        test_loss, test_acc, pred = evaluate(final, test, normalize, cfg["eval_batch_size"], autocast)
-        cm = metrics.confusion_matrix(arrays["test_labels"], pred, num_classes)
-        summary = metrics.summarize(cm, classes)
+    tested_epoch = len(p.history)
+    if p.best["state"] is not None and (restore_best or p.status == "diverged"):
+        final.load_state_dict(p.best["state"])
+        tested_epoch = p.best["epoch"]
+    test = s.cached["test"] if s.cached else Batches(s.arrays["test_images"], s.arrays["test_labels"], s.dev)
+    status, reason = p.status, p.reason
+    if p.best["state"] is not None or status == "ok":
+        test_loss, test_acc, pred = s.evaluate(test)
+        cm = metrics.confusion_matrix(s.arrays["test_labels"], pred, num_classes)
+        summary = metrics.summarize(cm, s.classes)
     else:  # diverged before any epoch finished: nothing to evaluate
         test_loss, test_acc = float("nan"), float("nan")
         cm = np.zeros((num_classes, num_classes), dtype=np.int64)
         summary = {k: None for k in ("precision_macro", "recall_macro", "f1_macro")}
-        summary["per_class_accuracy"] = {c: None for c in classes}
+        summary["per_class_accuracy"] = {c: None for c in s.classes}
     if status == "ok" and test_acc <= NOT_LEARNED_ACCURACY:
         status, reason = "not_learned", f"test accuracy {test_acc:.3f} is at chance level"
 
+    history, meta = p.history, s.meta
     write_history(out_dir / "history.csv", history)
-    write_confusion(out_dir / "confusion.csv", cm, classes)
-    atomic_torch_save((full_model if cached else final).state_dict(), out_dir / "model.pt")
+    write_confusion(out_dir / "confusion.csv", cm, s.classes)
+    atomic_torch_save((s.full_model if s.cached else final).state_dict(), out_dir / "model.pt")
     result = {
         "run_id": run["id"],
         "status": status,
@@ -437,50 +428,106 @@ def train_run(
         "recall_macro": summary["recall_macro"],
         "f1_macro": summary["f1_macro"],
         "per_class_accuracy": summary["per_class_accuracy"],
-        "confusion_matrix": {"classes": classes, "counts": cm.astype(int).tolist(),
+        "confusion_matrix": {"classes": s.classes, "counts": cm.astype(int).tolist(),
                              "note": "counts[i][j]: test images of true class i predicted as class j"},
-        "best_epoch": best["epoch"],
+        "best_epoch": p.best["epoch"],
         "tested_epoch": tested_epoch,
         "best_val_loss": _num(min((h["val_loss"] for h in history), default=float("nan"))),
         "best_val_accuracy": _num(max((h["val_accuracy"] for h in history), default=float("nan"))),
         "epochs_run": len(history),
         "epochs_max": cfg["epochs"],
-        "params": n_params,
-        "trainable_params": n_trainable,
-        "train_seconds": round(elapsed, 3),
-        "images_per_second": round(images_seen / elapsed, 1) if elapsed > 0 else None,
-        "peak_memory_mb": round(peak_memory_mb(dev), 1),
+        "params": s.n_params,
+        "trainable_params": s.n_trainable,
+        "train_seconds": round(p.elapsed, 3),
+        "images_per_second": round(p.images_seen / p.elapsed, 1) if p.elapsed > 0 else None,
+        "peak_memory_mb": round(peak_memory_mb(s.dev), 1),
         "train_accuracy": _num(history[-1]["train_accuracy"]) if history else None,
-        "train_accuracy_vs_primary_label": bool(aug.mixes_labels),
+        "train_accuracy_vs_primary_label": bool(loop.aug.mixes_labels),
         "train_accuracy_note": (
             "train accuracy counts a mixed image as correct when the prediction is its primary label (the larger share of its target)"
-            if aug.mixes_labels else ""
+            if loop.aug.mixes_labels else ""
         ),
-        "evaluated_with_ema": ema is not None,
-        "cached_features": bool(cached),
-        "device": str(dev),
-        "device_name": device_name(dev),
-        "n_train": n_train,
-        "n_val": len(val),
+        "evaluated_with_ema": loop.ema is not None,
+        "cached_features": bool(s.cached),
+        "device": str(s.dev),
+        "device_name": device_name(s.dev),
+        "n_train": len(s.train),
+        "n_val": len(s.val),
         "n_test": len(test),
         "data": {k: meta[k] for k in ("val_fraction", "split_seed", "train_limit", "test_limit")},
         "versions": versions(),
-        "config_hash": identity,
+        "config_hash": s.identity,
         "config": run,
         # What this run wrote beside this file: a later reader tells a damaged or foreign copy apart.
         "files": {name: data.sha256_file(out_dir / name) for name in ("history.csv", "confusion.csv", "model.pt")},
     }
     atomic_text(out_dir / "metrics.json", json.dumps(result, indent=2, allow_nan=False))
-    resume_path.unlink(missing_ok=True)
-    log(f"[{run['id']}] {status}: test accuracy {test_acc:.4f}, loss {test_loss:.4f}, "
-        f"best epoch {best['epoch']}, {elapsed:.1f}s training")
     return result
+
+
+def train_run(
+    run: dict,
+    data_path: Path | str,
+    out_dir: Path | str,
+    device: str = "auto",
+    threads: int | None = None,
+    log: Callable[[str], None] = print,
+    resume: bool = True,
+    stop_after_epochs: int | None = None,
+    max_steps: int | None = None,
+    features_path: Path | str | None = None,
+) -> dict:
+    """Train `run` (a resolved config from fmnist.experiments) and write its files into `out_dir`.
+
+    Writes history.csv, confusion.csv, model.pt and, last, metrics.json. Returns the metrics.
+    `stop_after_epochs` ends the process once that epoch's state is saved, as a kill would, even when
+    that epoch ended the run (resume tests). `max_steps` caps the steps of each epoch (smoke mode).
+    `features_path`: the run's cached backbone features (fmnist.features); the run then trains and
+    evaluates only its head on them.
+
+    The stop rule is asked before every epoch, a resumed run's first included: a run whose saved
+    state had already decided to stop goes straight to its final evaluation.
+    """
+    t_setup = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tag = f"[{run['id']}]"
+
+    def say(msg: str) -> None:
+        log(f"{tag} {msg}")
+
+    s = setup_run(run, data_path, device=device, threads=threads, features_path=features_path)
+    resume_path = out_dir / RESUME_FILE
+    p = restore_progress(s, resume_path, say) if resume else Progress()
+    cfg, loop, rule = run["train"], s.loop, s.rule
+    say(
+        f"device {s.dev} ({device_name(s.dev)}), {s.n_params:,} parameters, "
+        f"{len(s.train)} train / {len(s.val)} val images, {loop.steps} steps of {loop.batch_size} per epoch"
+        f"{f' (capped at {max_steps})' if max_steps is not None and max_steps < loop.steps else ''}, "
+        f"setup {time.perf_counter() - t_setup:.1f}s"
+    )
+    while p.epoch < cfg["epochs"] and not rule.should_stop(p.bad_epochs):
+        if not train_epoch(s, p, max_steps, say):
+            break
+        save_progress(s, p, resume_path)
+        if stop_after_epochs is not None and p.epoch >= stop_after_epochs:
+            raise SystemExit(f"{tag} stopped after epoch {p.epoch} on request")
+    if p.status == "ok" and rule.should_stop(p.bad_epochs):
+        say(f"early stop: no {rule.monitor} gain for {p.bad_epochs} epochs (best epoch {p.best['epoch']})")
+
+    result = finish_run(s, p, out_dir)
+    resume_path.unlink(missing_ok=True)
+    say(f"{result['status']}: test accuracy {_fmt(result['test_accuracy'])}, loss {_fmt(result['test_loss'])}, "
+        f"best epoch {p.best['epoch']}, {p.elapsed:.1f}s training")
+    return result
+
+
+def _fmt(x: float | None) -> str:
+    return "nan" if x is None else f"{x:.4f}"
 
 
 def _num(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
-
-
 
 
 def write_history(path: Path, history: list[dict]) -> None:
