@@ -145,7 +145,7 @@ def test_randaugment_draws_from_torchvisions_fourteen_ops(batch):
 
     theirs = [re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower().replace("auto_contrast", "autocontrast")
               for name in v2.RandAugment._AUGMENTATION_SPACE]
-    assert augment.RANDAUGMENT_OPS == theirs and len(theirs) == 14
+    assert theirs == augment.RANDAUGMENT_OPS and len(theirs) == 14
     aug = augment.build_augmentation("randaugment", {"num_ops": 1})
     assert aug.ops == theirs
     # each image draws one op uniformly from 14; "color" and "identity" leave a gray image as it is
