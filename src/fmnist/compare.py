@@ -44,10 +44,11 @@ class Metric(NamedTuple):
 
 METRICS: dict[str, tuple] = {
     "test_accuracy": Metric("test_accuracy", 100.0, "test accuracy (%)"),
-    "val_accuracy": Metric("best_val_accuracy", 100.0, "best validation accuracy (%)", "score", "higher",
+    "val_accuracy": Metric("best_val_accuracy", 100.0, "highest validation accuracy over the epochs (%)", "score", "higher",
                            "accuracy"),
     "test_loss": Metric("test_loss", 1.0, "test loss", "score", "lower"),
-    "val_loss": Metric("best_val_loss", 1.0, "best validation loss", "score", "lower", "loss"),
+    "val_loss": Metric("best_val_loss", 1.0, "lowest validation loss over the epochs (not always the epoch of the highest accuracy)",
+                       "score", "lower", "loss"),
     "seconds_per_epoch": Metric("seconds_per_epoch", 1.0, "seconds per epoch", "timing"),
     "params": Metric("params", 1.0, "parameters", "count"),
     "precision": Metric("precision_macro", 100.0, "test precision, macro average (%)"),
