@@ -379,3 +379,44 @@ def test_reports_a_and_c_partly_frozen_transfers_follow_the_usual_code(full_runs
     assert len(partly) >= 15  # A's ten head-only runs, C's head and last-1..4 curve
     for exp, run in partly.items():
         assert run["model"]["args"]["frozen_norms"] == "train", exp
+
+
+# --- every published figure on file or listed as left out (issue 26, part 5) ---
+
+FIGURES = {"A": 60, "B": 17, "C": 26, "D": 22, "E": 60}
+"""Distinct result figures per report (docs/fidelity.md, "Every published figure")."""
+
+
+def test_every_published_figure_is_on_file_or_listed_as_left_out():
+    import re
+    from collections import Counter
+
+    from fmnist import compare
+
+    on_file = Counter()
+    for e in compare.load_published(REPO / "config" / "published.yaml"):
+        on_file[e["source"]] += (e["value"] is not None) + bool(e["best_epoch"]) + bool(e["epochs_run"])
+    doc = (REPO / "docs" / "fidelity.md").read_text()
+    block = doc.split("<!-- left-out:start -->")[1].split("<!-- left-out:end -->")[0]
+    left_out = Counter()
+    for row in re.findall(r"^\| ([A-E]) \|.*\| (\d+) \|[^|]*\|$", block, flags=re.M):
+        left_out[row[0]] += int(row[1])
+    summary = {r: tuple(map(int, n)) for r, *n in re.findall(r"^\| ([A-E]) \| (\d+) \| (\d+) \| (\d+) \|$", doc, flags=re.M)}
+    for report, total in FIGURES.items():
+        assert on_file[report] + left_out[report] == total, (report, on_file[report], left_out[report])
+        assert summary[report] == (on_file[report], left_out[report], total), report
+
+
+def test_report_b_best_epochs_and_a_epochs_are_on_file():
+    from fmnist import compare
+
+    entries = compare.load_published(REPO / "config" / "published.yaml")
+    b = [e["best_epoch"] for e in entries if e["source"] == "B"]
+    assert b == [8, 17, 11, 12, 14, 13, 18, 23]  # file order: standard, standard + MixUp, then table order
+    a = {e["experiment"]: (e["best_epoch"], e["epochs_run"]) for e in entries
+         if e["source"] == "A" and e["metric"] == "test_accuracy"}
+    assert a["simple_cnn.none.a_default"] == (12, 27) and len(a) == 18
+    assert all(best for best, _ in a.values())
+    c_times = {e["experiment"] for e in entries if e["source"] == "C" and e["metric"] == "seconds_per_epoch"}
+    # table 5 times the optimal models of table 4
+    assert c_times == {"tuned_cnn.none.c_sgd_sched", "resnet18_last4.none.c_transfer", "vit_tiny_best.none.c_vit"}

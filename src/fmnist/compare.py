@@ -50,6 +50,7 @@ METRICS: dict[str, tuple] = {
     "val_loss": Metric("best_val_loss", 1.0, "lowest validation loss over the epochs (not always the epoch of the highest accuracy)",
                        "score", "lower", "loss"),
     "seconds_per_epoch": Metric("seconds_per_epoch", 1.0, "seconds per epoch", "timing"),
+    "train_seconds": Metric("train_seconds", 1.0, "training time of the whole run (s)", "timing"),
     "params": Metric("params", 1.0, "parameters", "count"),
     "precision": Metric("precision_macro", 100.0, "test precision, macro average (%)"),
     "recall": Metric("recall_macro", 100.0, "test recall, macro average (%)"),
@@ -138,6 +139,7 @@ PUBLISHED_SCHEMA: dict[str, Any] = {
                     "epochs": {"type": ["integer", "null"], "minimum": 1, "default": None},
                     "split_size": {"type": ["integer", "null"], "minimum": 1, "default": None},
                     "best_epoch": {"type": ["integer", "null"], "minimum": 1, "default": None},
+                    "epochs_run": {"type": ["integer", "null"], "minimum": 1, "default": None},
                     "note": {"type": ["string", "null"], "default": ""},
                 },
             },
@@ -252,12 +254,18 @@ def reading(verdict: str, better: str, split: str = "", epochs: str = "") -> str
     return "; ".join(parts)
 
 
-def _epochs_words(published_best: int | None, group: pd.DataFrame | None) -> str:
-    """ "best epoch: published 8, ours 12, 9, 14" where the report names the epoch of its figure."""
-    if not published_best or group is None or "best_epoch" not in group:
+def _epochs_words(published_best: int | None, group: pd.DataFrame | None, published_run: int | None = None) -> str:
+    """ "best epoch: published 8, ours 12, 9, 14" where the report names the epoch of its figure, and
+    "epochs run: published 27, ours 19, 23, 20" where it names the epoch its run ended."""
+    if group is None:
         return ""
-    ours = ", ".join(str(int(v)) for v in group.sort_values("seed")["best_epoch"].dropna())
-    return f"best epoch: published {published_best}, ours {ours or 'none'}"
+    parts = []
+    for label, published, column in (("best epoch", published_best, "best_epoch"),
+                                      ("epochs run", published_run, "epochs_run")):
+        if published and column in group:
+            ours = ", ".join(str(int(v)) for v in group.sort_values("seed")[column].dropna())
+            parts.append(f"{label}: published {published}, ours {ours or 'none'}")
+    return "; ".join(parts)
 
 
 def split_term(e: dict, spec: Metric, group: pd.DataFrame, our_mean: float) -> tuple[float, str]:
@@ -332,9 +340,10 @@ def compare_published(published: list[dict], runs: pd.DataFrame) -> pd.DataFrame
             "relative_difference": relative,
             "verdict": verdict,
             "published_best_epoch": e.get("best_epoch"),
+            "published_epochs_run": e.get("epochs_run"),
             "our_best_epoch_mean": float(group["best_epoch"].mean()) if ran and "best_epoch" in group else math.nan,
             "reading": reading(verdict, spec.better, split_words if ran and summary["n"] else "",
-                               _epochs_words(e.get("best_epoch"), group if ran else None)),
+                               _epochs_words(e.get("best_epoch"), group if ran else None, e.get("epochs_run"))),
             "note": e.get("note") or "",
         })
     return pd.DataFrame(rows, columns=PUBLISHED_COLUMNS)
@@ -345,7 +354,7 @@ PUBLISHED_COLUMNS = [
     "published", "published_epochs", "seeds", "runs", "status", "our_epochs_run_mean",
     "our_epochs_max", "reproduced_mean", "reproduced_std", "reproduced_ci95_low",
     "reproduced_ci95_high", "reproduced_pi95_low", "reproduced_pi95_high", "split_size", "split_sd", "difference",
-    "relative_difference", "published_best_epoch", "our_best_epoch_mean", "verdict", "reading", "note",
+    "relative_difference", "published_best_epoch", "our_best_epoch_mean", "published_epochs_run", "verdict", "reading", "note",
 ]
 
 
