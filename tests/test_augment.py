@@ -136,6 +136,34 @@ def test_randaugment_ops_differ_within_a_batch_and_paths_agree(batch):
     assert (~unchanged).sum() >= N // 2
 
 
+def test_randaugment_draws_from_torchvisions_fourteen_ops(batch):
+    """Our op space is torchvision's, name for name and in its order, "Color" included: leaving the
+    grayscale no-op out would draw every other op 1/13 of the time instead of 1/14."""
+    import re
+
+    from torchvision.transforms import v2
+
+    theirs = [re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower().replace("auto_contrast", "autocontrast")
+              for name in v2.RandAugment._AUGMENTATION_SPACE]
+    assert theirs == augment.RANDAUGMENT_OPS and len(theirs) == 14
+    aug = augment.build_augmentation("randaugment", {"num_ops": 1})
+    assert aug.ops == theirs
+    # each image draws one op uniformly from 14; "color" and "identity" leave a gray image as it is
+    x, y = batch
+    torch.manual_seed(5)
+    out, _ = aug(x.repeat(8, 1, 1, 1), y.repeat(8))
+    torch.manual_seed(5)
+    op = torch.randint(0, 14, (8 * N,))
+    unchanged = (out == x.repeat(8, 1, 1, 1)).flatten(1).all(1)
+    idle = (op == theirs.index("identity")) | (op == theirs.index("color"))
+    assert unchanged[idle].all()
+    assert torch.equal(aug.apply_op("color", x, torch.ones(N)), x)
+    rgb = x.expand(-1, 3, -1, -1)
+    from torchvision.transforms.v2 import functional as TF
+
+    torch.testing.assert_close(aug.apply_op("color", rgb, torch.ones(N)), TF.adjust_saturation(rgb, 1.27))
+
+
 def test_randaugment_single_ops_match_torchvision(batch):
     """Pixel ops at a fixed magnitude equal torchvision's functional ops on the same image."""
     from torchvision.transforms.v2 import functional as TF

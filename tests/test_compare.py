@@ -138,9 +138,10 @@ def test_compare_published_units_metrics_and_verdicts():
     # outside the CI of our mean (the old verdict said "above") but a plausible single run of ours
     assert t.loc["pi-only", "published"] > t.loc["pi-only", "reproduced_ci95_high"]
     assert t.loc["pi-only", "verdict"] == "consistent"
-    assert t.loc["above", "verdict"] == "above" and t.loc["above", "difference"] == pytest.approx(-5.5)
-    assert t.loc["above", "reading"] == "published better"
-    assert t.loc["below", "verdict"] == "below" and t.loc["below", "reading"] == "published worse"
+    assert t.loc["above", "verdict"] == "published better" and t.loc["above", "difference"] == pytest.approx(-5.5)
+    assert t.loc["above", "reading"] == "above our 95% prediction interval"
+    assert t.loc["below", "verdict"] == "published worse"
+    assert t.loc["below", "reading"] == "below our 95% prediction interval"
     assert t.loc["val", "reproduced_mean"] == pytest.approx(93.0)  # best validation accuracy, not test
     assert t.loc["val", "verdict"] == "consistent"
     assert t.loc["fig", "verdict"] == "figure only" and math.isnan(t.loc["fig", "difference"])
@@ -164,8 +165,10 @@ def test_published_losses_counts_and_few_seeds():
     ]
     t = compare.compare_published(published, runs).set_index("label")
     # a published loss above our interval is a worse run, below it a better one
-    assert t.loc["loss-high", "verdict"] == "above" and t.loc["loss-high", "reading"] == "published worse"
-    assert t.loc["loss-low", "verdict"] == "below" and t.loc["loss-low", "reading"] == "published better"
+    assert t.loc["loss-high", "verdict"] == "published worse"
+    assert t.loc["loss-high", "reading"] == "above our 95% prediction interval"
+    assert t.loc["loss-low", "verdict"] == "published better"
+    assert t.loc["loss-low", "reading"] == "below our 95% prediction interval"
     assert t.loc["loss-ok", "verdict"] == "consistent" and t.loc["loss-ok", "reading"] == ""
     # zero spread over seeds: a count is compared exactly, never by an interval
     assert t.loc["rounded", "kind"] == "count" and t.loc["rounded", "verdict"] == "matches"
@@ -174,14 +177,56 @@ def test_published_losses_counts_and_few_seeds():
     assert t.loc["two-seeds", "seeds"] == 2 and t.loc["two-seeds", "verdict"] == "too few seeds"
 
 
+def test_validation_figures_count_both_splits_noise():
+    """A val figure carries the noise of the report's own split and of ours, which our seeds (all
+    on one split) never see; a test figure on the shared test set carries neither. Same numbers:
+    the test figure is outside our interval, the val figure of a 12,000-image split is not."""
+    accs = [0.9019, 0.9021, 0.9023]  # seed sd 0.02 points: an interval of +-0.1 points alone
+    runs = runs_of([metric(f"m.none.d.s{i}", a, val=a, best_val_loss=loss, n_val=6000)
+                    for i, (a, loss) in enumerate(zip(accs, [0.262, 0.263, 0.264], strict=True))])
+    published = [
+        {"source": "D", "experiment": "m.none.d", "label": "val", "metric": "val_accuracy", "value": 90.8,
+         "split_size": 12_000, "best_epoch": 8},
+        {"source": "D", "experiment": "m.none.d", "label": "test", "metric": "test_accuracy", "value": 90.8},
+        {"source": "D", "experiment": "m.none.d", "label": "far", "metric": "val_accuracy", "value": 91.5,
+         "split_size": 12_000},
+        {"source": "B", "experiment": "m.none.d", "label": "unsized", "metric": "val_accuracy", "value": 90.8},
+        {"source": "D", "experiment": "m.none.d", "label": "loss", "metric": "val_loss", "value": 0.252,
+         "split_size": 12_000},
+    ]
+    t = compare.compare_published(published, runs).set_index("label")
+    theirs = math.sqrt(0.908 * 0.092 / 12_000) * 100  # 0.264 points
+    ours = math.sqrt(0.9021 * 0.0979 / 6_000) * 100  # 0.384 points
+    assert t.loc["val", "split_sd"] == pytest.approx(math.hypot(theirs, ours), rel=1e-3)
+    assert t.loc["test", "split_sd"] == 0
+    assert t.loc["test", "verdict"] == "published better"
+    assert t.loc["val", "verdict"] == "consistent"
+    assert "12,000-image split" in t.loc["val", "reading"]
+    # the report's best epoch beside ours (report B names one per figure)
+    assert t.loc["val", "published_best_epoch"] == 8 and t.loc["val", "our_best_epoch_mean"] == 2
+    assert t.loc["val", "reading"].endswith("best epoch: published 8, ours 2, 2, 2")
+    half = t.loc["val", "reproduced_pi95_high"] - t.loc["val", "reproduced_mean"]
+    assert 1.9 * t.loc["val", "split_sd"] < half < 2.0 * t.loc["val", "split_sd"]  # ~normal: the known term dominates
+    assert t.loc["far", "verdict"] == "published better"  # wider, not unbounded
+    # a report that gives no split size: ours (6,000) assumed, and the reading says so
+    assert "ours assumed" in t.loc["unsized", "reading"]
+    assert t.loc["unsized", "split_sd"] == pytest.approx(math.hypot(math.sqrt(0.908 * 0.092 / 6_000) * 100, ours), rel=1e-3)
+    # a loss: LOSS_SD_RATIO x the loss per image, over sqrt(n)
+    expected = math.hypot(stats.LOSS_SD_RATIO * 0.252 / math.sqrt(12_000), stats.LOSS_SD_RATIO * 0.263 / math.sqrt(6_000))
+    assert t.loc["loss", "split_sd"] == pytest.approx(expected, rel=1e-3)
+    assert t.loc["loss", "verdict"] == "consistent"
+
+
 def test_metric_kinds_default_and_checks(monkeypatch):
-    assert compare.metric_spec("test_accuracy") == ("test_accuracy", 100.0, "test accuracy (%)", "score", "higher")
+    assert compare.metric_spec("test_accuracy") == ("test_accuracy", 100.0, "test accuracy (%)", "score", "higher", None)
+    assert compare.metric_spec("val_accuracy").split_noise == "accuracy"
+    assert compare.metric_spec("val_loss").split_noise == "loss"
     assert compare.metric_spec("val_loss").better == "lower"
     # a metric added as a plain 3-tuple is a score; "loss" in its name makes lower better
     monkeypatch.setitem(compare.METRICS, "train_loss", ("train_loss", 1.0, "training loss"))
     monkeypatch.setitem(compare.METRICS, "test_f1", ("f1_macro", 100.0, "macro F1 (%)"))
-    assert compare.metric_spec("train_loss")[3:] == ("score", "lower")
-    assert compare.metric_spec("test_f1")[3:] == ("score", "higher")
+    assert compare.metric_spec("train_loss")[3:5] == ("score", "lower")
+    assert compare.metric_spec("test_f1")[3:5] == ("score", "higher")
     monkeypatch.setitem(compare.METRICS, "odd", ("x", 1.0, "x", "ratio"))
     with pytest.raises(ConfigError, match="kind 'ratio' is not one of score, count, timing"):
         compare.metric_spec("odd")

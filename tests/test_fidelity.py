@@ -325,3 +325,98 @@ def test_report_c_tuned_cnn_has_no_pool_between_its_convs_and_dropout_on_the_no_
     assert {k: v for k, v in dropped["train"].items() if k != "dropout"} == {
         k: v for k, v in plain["train"].items() if k != "dropout"
     }
+
+
+# --- recipes that the reports' own numbers pin (issue 26, part 6) ---
+
+
+def test_report_a_patience_is_the_one_its_simple_cnn_shows(full_runs):
+    """A's simple CNN has its lowest loss at epoch 12 and stops at epoch 27: a patience of 15 (its
+    CutMix runs, best at 34-40, run to epoch 40 without stopping, as 15 allows)."""
+    a_runs = [r for exp, r in full_runs.items() if exp.split(".")[-1].startswith("a_")]
+    assert len(a_runs) == 18  # 4 CNN, 10 head-only, 4 fine-tuned runs
+    for run in a_runs:
+        es = run["train"]["early_stopping"]
+        assert (es["enabled"], es["monitor"], es["patience"], run["train"]["epochs"]) == (True, "val_loss", 15, 40)
+    best, stop = 12, 27
+    assert stop - best == 15
+
+
+def test_report_c_cnn_recipe_is_its_reference_and_keras_defaults(full_runs):
+    """C gives SGD momentum lr 0.01 and builds on a Keras tutorial (its [1]: 10 epochs, batch 32);
+    its EMA sentence is Keras' use_ema, default momentum 0.99."""
+    for setting in ("c_sgd_sched", "c_sgd", "c_sgd_slow", "c_sgd_slow_ema", "c_sgd_dropout",
+                    "c_adam_sched", "c_adagrad_sched", "c_rmsprop_sched"):
+        t = full_runs[f"tuned_cnn.none.{setting}"]["train"]
+        assert (t["epochs"], t["batch_size"], t["early_stopping"]["enabled"]) == (10, 32, False), setting
+    ema = full_runs["tuned_cnn.none.c_sgd_slow_ema"]["train"]["ema"]
+    assert ema == {**ema, "enabled": True, "decay": 0.99}
+    sched = full_runs["tuned_cnn.none.c_sgd_sched"]["train"]["scheduler"]
+    # "progressively" lower: every epoch, by exp(-0.1); the lr of the last epoch is 0.01 * e^-0.9
+    assert (sched["name"], sched["step_size"]) == ("step", 1)
+    assert 0.01 * sched["gamma"] ** 9 == pytest.approx(0.01 * 2.718281828 ** -0.9, rel=1e-5)
+
+
+@pytest.mark.parametrize(("frozen_norms", "moves"), [("train", True), ("eval", False)])
+def test_frozen_batchnorm_statistics_follow_the_named_option(frozen_norms, moves):
+    """The usual transfer code (requires_grad False, then model.train()) lets frozen BatchNorm
+    layers learn Fashion-MNIST's statistics; frozen_norms eval keeps ImageNet's. Either way their
+    scale and shift stay frozen."""
+    model = models.build_model("resnet18", {"pretrained": False, "trainable": "head", "image_size": 32,
+                                            "frozen_norms": frozen_norms}).train()
+    bn = model.net.layer1[0].bn1
+    before = bn.running_mean.clone()
+    model(torch.randn(4, 1, 28, 28))
+    assert bn.training == moves and not bn.weight.requires_grad
+    assert (not torch.equal(bn.running_mean, before)) == moves
+    with pytest.raises(ValueError, match="frozen_norms must be one of eval, train"):
+        models.build_model("resnet18", {"pretrained": False, "frozen_norms": "frozen"})
+
+
+def test_reports_a_and_c_partly_frozen_transfers_follow_the_usual_code(full_runs):
+    partly = {exp: r for exp, r in full_runs.items()
+              if r["model"]["args"].get("trainable", "all") != "all" and r["model"].get("source") in ("A", "C")}
+    assert len(partly) >= 15  # A's ten head-only runs, C's head and last-1..4 curve
+    for exp, run in partly.items():
+        assert run["model"]["args"]["frozen_norms"] == "train", exp
+
+
+# --- every published figure on file or listed as left out (issue 26, part 5) ---
+
+FIGURES = {"A": 60, "B": 17, "C": 26, "D": 22, "E": 60}
+"""Distinct result figures per report (docs/fidelity.md, "Every published figure")."""
+
+
+def test_every_published_figure_is_on_file_or_listed_as_left_out():
+    import re
+    from collections import Counter
+
+    from fmnist import compare
+
+    on_file = Counter()
+    for e in compare.load_published(REPO / "config" / "published.yaml"):
+        on_file[e["source"]] += (e["value"] is not None) + bool(e["best_epoch"]) + bool(e["epochs_run"])
+    doc = (REPO / "docs" / "fidelity.md").read_text()
+    block = doc.split("<!-- left-out:start -->")[1].split("<!-- left-out:end -->")[0]
+    left_out = Counter()
+    for row in re.findall(r"^\| ([A-E]) \|.*\| (\d+) \|[^|]*\|$", block, flags=re.M):
+        left_out[row[0]] += int(row[1])
+    summary = {r: tuple(map(int, n)) for r, *n in re.findall(r"^\| ([A-E]) \| (\d+) \| (\d+) \| (\d+) \|$", doc, flags=re.M)}
+    for report, total in FIGURES.items():
+        assert on_file[report] + left_out[report] == total, (report, on_file[report], left_out[report])
+        assert summary[report] == (on_file[report], left_out[report], total), report
+
+
+def test_report_b_best_epochs_and_a_epochs_are_on_file():
+    from fmnist import compare
+
+    entries = compare.load_published(REPO / "config" / "published.yaml")
+    b = [e["best_epoch"] for e in entries if e["source"] == "B"]
+    assert b == [8, 17, 11, 12, 14, 13, 18, 23]  # file order: standard, standard + MixUp, then table order
+    a = {e["experiment"]: (e["best_epoch"], e["epochs_run"]) for e in entries
+         if e["source"] == "A" and e["metric"] == "test_accuracy"}
+    assert a["simple_cnn.none.a_default"] == (12, 27) and len(a) == 18
+    assert all(best for best, _ in a.values())
+    c_times = {e["experiment"] for e in entries if e["source"] == "C" and e["metric"] == "seconds_per_epoch"}
+    # table 5 times the optimal models of table 4
+    assert c_times == {"tuned_cnn.none.c_sgd_sched", "resnet18_last4.none.c_transfer", "vit_tiny_best.none.c_vit"}

@@ -36,14 +36,21 @@ class Metric(NamedTuple):
     dependent, shown beside ours and never judged (seconds per epoch)."""
     better: str | None = None
     """higher or lower; None: lower for a metric whose name holds "loss", else higher."""
+    split_noise: str | None = None
+    """accuracy or loss: a figure measured on a validation split, which is the report's own and
+    not ours, so its comparison counts both splits' sampling noise (`stats.split_sd`); None: a
+    figure on the shared 10,000-image test set, whose noise both sides share."""
 
 
 METRICS: dict[str, tuple] = {
     "test_accuracy": Metric("test_accuracy", 100.0, "test accuracy (%)"),
-    "val_accuracy": Metric("best_val_accuracy", 100.0, "best validation accuracy (%)"),
+    "val_accuracy": Metric("best_val_accuracy", 100.0, "highest validation accuracy over the epochs (%)", "score", "higher",
+                           "accuracy"),
     "test_loss": Metric("test_loss", 1.0, "test loss", "score", "lower"),
-    "val_loss": Metric("best_val_loss", 1.0, "best validation loss", "score", "lower"),
+    "val_loss": Metric("best_val_loss", 1.0, "lowest validation loss over the epochs (not always the epoch of the highest accuracy)",
+                       "score", "lower", "loss"),
     "seconds_per_epoch": Metric("seconds_per_epoch", 1.0, "seconds per epoch", "timing"),
+    "train_seconds": Metric("train_seconds", 1.0, "training time of the whole run (s)", "timing"),
     "params": Metric("params", 1.0, "parameters", "count"),
     "precision": Metric("precision_macro", 100.0, "test precision, macro average (%)"),
     "recall": Metric("recall_macro", 100.0, "test recall, macro average (%)"),
@@ -56,17 +63,29 @@ Add a metric with one line here (and its runs.csv column in aggregate.RUN_COLUMN
 higher is better unless its name holds "loss"; give kind "count" or "timing" otherwise."""
 
 KINDS = ("score", "count", "timing")
+SPLIT_NOISE = (None, "accuracy", "loss")
+OUR_VAL_SIZE = 6000
+"""Images in our shared validation split when runs.csv does not say (`data.val_fraction` 0.1 of
+60,000): the size `split_sd` uses for our side of a validation figure."""
 COUNT_TOLERANCE = 0.01
 """A count (parameters) "matches" a published one within this relative difference: the reports
 round (173,000 for 173,962) and may count a bias or a normalisation layer differently."""
 
+VERDICT_NOTE = (
+    "A validation figure (val_accuracy, val_loss) was measured on the report's own split, ours on "
+    "the shared one: the interval adds both splits' sampling noise (accuracy: sqrt(p(1-p)/n); "
+    f"loss: {stats.LOSS_SD_RATIO:g} x the loss / sqrt(n)), which our seeds never see. A test figure "
+    "needs no such term: both sides are measured on the same 10,000 test images."
+)
+"""Why a validation figure's interval is wider than a test figure's (part of the `consistent` help)."""
+
 VERDICT_HELP: dict[str, str] = {
     "consistent": "the published run lies inside our 95% prediction interval: one more run of ours "
-    "could well have given it.",
-    "above": "the published run lies above our 95% prediction interval: higher than one more run of "
-    "ours would give 95% of the time (for a loss, higher is worse).",
-    "below": "the published run lies below our 95% prediction interval: lower than one more run of "
-    "ours would give 95% of the time (for a loss, lower is better).",
+    "could well have given it. " + VERDICT_NOTE,
+    "published better": "the published run lies outside our 95% prediction interval on the better "
+    "side: higher accuracy (or lower loss) than one more run of ours would give 95% of the time.",
+    "published worse": "the published run lies outside our 95% prediction interval on the worse "
+    "side: lower accuracy (or higher loss) than one more run of ours would give 95% of the time.",
     "too few seeds": f"fewer than {stats.MIN_SEEDS_FOR_VERDICT} of our seeds have a value: the "
     "prediction interval would be too wide to judge (t with 1 degree of freedom is 12.7).",
     "no result": "the experiment ran but no seed produced this metric (every run diverged).",
@@ -87,6 +106,9 @@ def metric_spec(name: str) -> Metric:
         raise ConfigError(f"unknown published metric {name!r}; known: {', '.join(METRICS)}. "
                           "Add it to fmnist.compare.METRICS (one line).")
     spec = Metric(*METRICS[name])
+    if spec.split_noise not in SPLIT_NOISE:
+        raise ConfigError(f"fmnist.compare.METRICS[{name!r}]: split_noise {spec.split_noise!r} is not "
+                          "accuracy, loss or None.")
     if spec.kind not in KINDS:
         raise ConfigError(f"fmnist.compare.METRICS[{name!r}]: kind {spec.kind!r} is not one of {', '.join(KINDS)}.")
     better = spec.better or ("lower" if "loss" in name else "higher")
@@ -115,6 +137,9 @@ PUBLISHED_SCHEMA: dict[str, Any] = {
                     "metric": {"type": "string", "enum": list(METRICS)},
                     "value": {"type": ["number", "null"]},
                     "epochs": {"type": ["integer", "null"], "minimum": 1, "default": None},
+                    "split_size": {"type": ["integer", "null"], "minimum": 1, "default": None},
+                    "best_epoch": {"type": ["integer", "null"], "minimum": 1, "default": None},
+                    "epochs_run": {"type": ["integer", "null"], "minimum": 1, "default": None},
                     "note": {"type": ["string", "null"], "default": ""},
                 },
             },
@@ -176,17 +201,20 @@ def check_report_config(report: dict, studies: dict[str, list[str]]) -> None:
     load_published(report.get("published"))
 
 
-def _stats(values: pd.Series, factor: float = 1.0) -> dict:
-    return stats.describe(float(v) * factor for v in values if v is not None and not pd.isna(v))
+def _stats(values: pd.Series, factor: float = 1.0, extra_sd: float = 0.0) -> dict:
+    return stats.describe((float(v) * factor for v in values if v is not None and not pd.isna(v)),
+                          extra_sd=extra_sd)
 
 
 def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def verdict_score(value: float | None, summary: dict) -> str:
+def verdict_score(value: float | None, summary: dict, better: str = "higher") -> str:
     """Whether a published single run is consistent with one more run of ours: inside our 95%
-    prediction interval (`consistent`), `above` or `below` it, or why that is not known."""
+    prediction interval (`consistent`), outside it on the better side (`published better`: above
+    it for an accuracy, below it for a loss) or the worse side (`published worse`), or why that is
+    not known."""
     if _missing(value):
         return "figure only"
     if summary["n"] == 0:
@@ -195,7 +223,8 @@ def verdict_score(value: float | None, summary: dict) -> str:
         return "too few seeds"
     if summary["pi95_low"] <= value <= summary["pi95_high"]:
         return "consistent"
-    return "above" if value > summary["pi95_high"] else "below"
+    above = value > summary["pi95_high"]
+    return "published better" if above == (better == "higher") else "published worse"
 
 
 def verdict_count(value: float | None, ours: float) -> tuple[str, float]:
@@ -213,11 +242,49 @@ def verdict_count(value: float | None, ours: float) -> tuple[str, float]:
     return f"differs by {100 * relative:+.1f}%", relative
 
 
-def reading(verdict: str, better: str) -> str:
-    """What above/below mean for the published run, given the metric's direction."""
-    if verdict not in ("above", "below"):
+def reading(verdict: str, better: str, split: str = "", epochs: str = "") -> str:
+    """Where the published run lies (above or below our interval, which flips meaning between an
+    accuracy and a loss), what the interval counts besides our seeds (`split`), and the best epochs
+    side by side (`epochs`)."""
+    parts = []
+    if verdict in ("published better", "published worse"):
+        above = (verdict == "published better") == (better == "higher")
+        parts.append(f"{'above' if above else 'below'} our 95% prediction interval")
+    parts += [p for p in (split, epochs) if p]
+    return "; ".join(parts)
+
+
+def _epochs_words(published_best: int | None, group: pd.DataFrame | None, published_run: int | None = None) -> str:
+    """ "best epoch: published 8, ours 12, 9, 14" where the report names the epoch of its figure, and
+    "epochs run: published 27, ours 19, 23, 20" where it names the epoch its run ended."""
+    if group is None:
         return ""
-    return "published better" if (verdict == "above") == (better == "higher") else "published worse"
+    parts = []
+    for label, published, column in (("best epoch", published_best, "best_epoch"),
+                                      ("epochs run", published_run, "epochs_run")):
+        if published and column in group:
+            ours = ", ".join(str(int(v)) for v in group.sort_values("seed")[column].dropna())
+            parts.append(f"{label}: published {published}, ours {ours or 'none'}")
+    return "; ".join(parts)
+
+
+def split_term(e: dict, spec: Metric, group: pd.DataFrame, our_mean: float) -> tuple[float, str]:
+    """The sampling noise (sd, in the published unit) that a published validation figure and ours
+    carry and our seeds do not: their split's and ours, independent; with a sentence that says so.
+    (0, "") for a figure on the shared test set. A report that gives no split size is assumed to
+    have split as we did (`OUR_VAL_SIZE`), and the sentence says it was assumed."""
+    if spec.split_noise is None or _missing(e["value"]):
+        return 0.0, ""
+    ours = OUR_VAL_SIZE
+    if "n_val" in group and group["n_val"].notna().any():
+        ours = int(group["n_val"].dropna().iloc[0])
+    theirs = e.get("split_size") or ours
+    given = "" if e.get("split_size") else " (size not given: ours assumed)"
+    sd_theirs = stats.split_sd(float(e["value"]), theirs, spec.split_noise, spec.factor)
+    sd_ours = stats.split_sd(our_mean, ours, spec.split_noise, spec.factor) if not _missing(our_mean) else 0.0
+    sd = math.hypot(sd_theirs, sd_ours)
+    return sd, (f"interval counts the noise of its {theirs:,}-image split{given} and of our {ours:,}: "
+                f"sd {sd:.3g}")
 
 
 def compare_published(published: list[dict], runs: pd.DataFrame) -> pd.DataFrame:
@@ -230,6 +297,9 @@ def compare_published(published: list[dict], runs: pd.DataFrame) -> pd.DataFrame
         values = group[spec.column] if spec.column in group else pd.Series(dtype=float)
         summary = _stats(values, spec.factor)
         value = e["value"]
+        split_sd, split_words = split_term(e, spec, group, summary["mean"])
+        if split_sd:
+            summary = _stats(values, spec.factor, split_sd)
         ran = len(group) > 0
         statuses = group["status"].value_counts().to_dict() if ran else {}
         diff = summary["mean"] - value if value is not None and summary["n"] else math.nan
@@ -241,7 +311,7 @@ def compare_published(published: list[dict], runs: pd.DataFrame) -> pd.DataFrame
         elif spec.kind == "timing":
             verdict = "not judged"
         else:
-            verdict = verdict_score(value, summary)
+            verdict = verdict_score(value, summary, spec.better)
         rows.append({
             "source": e["source"],
             "study": e.get("study") or "",
@@ -264,10 +334,16 @@ def compare_published(published: list[dict], runs: pd.DataFrame) -> pd.DataFrame
             "reproduced_ci95_high": summary["ci95_high"],
             "reproduced_pi95_low": summary["pi95_low"],
             "reproduced_pi95_high": summary["pi95_high"],
+            "split_size": e.get("split_size"),
+            "split_sd": split_sd,
             "difference": diff,
             "relative_difference": relative,
             "verdict": verdict,
-            "reading": reading(verdict, spec.better),
+            "published_best_epoch": e.get("best_epoch"),
+            "published_epochs_run": e.get("epochs_run"),
+            "our_best_epoch_mean": float(group["best_epoch"].mean()) if ran and "best_epoch" in group else math.nan,
+            "reading": reading(verdict, spec.better, split_words if ran and summary["n"] else "",
+                               _epochs_words(e.get("best_epoch"), group if ran else None, e.get("epochs_run"))),
             "note": e.get("note") or "",
         })
     return pd.DataFrame(rows, columns=PUBLISHED_COLUMNS)
@@ -277,8 +353,8 @@ PUBLISHED_COLUMNS = [
     "source", "study", "label", "experiment", "metric", "metric_description", "kind", "better",
     "published", "published_epochs", "seeds", "runs", "status", "our_epochs_run_mean",
     "our_epochs_max", "reproduced_mean", "reproduced_std", "reproduced_ci95_low",
-    "reproduced_ci95_high", "reproduced_pi95_low", "reproduced_pi95_high", "difference",
-    "relative_difference", "verdict", "reading", "note",
+    "reproduced_ci95_high", "reproduced_pi95_low", "reproduced_pi95_high", "split_size", "split_sd", "difference",
+    "relative_difference", "published_best_epoch", "our_best_epoch_mean", "published_epochs_run", "verdict", "reading", "note",
 ]
 
 

@@ -76,23 +76,73 @@ def mean_ci(values: Iterable[float | None], level: float = LEVEL) -> dict:
 
 
 def prediction_interval(
-    values: Iterable[float | None], level: float = LEVEL
+    values: Iterable[float | None], level: float = LEVEL, extra_sd: float = 0.0
 ) -> tuple[float, float]:
     """Where one more run from the same distribution falls with probability `level`:
-    mean +- t(n-1) * s * sqrt(1 + 1/n); (NaN, NaN) below 2 values."""
+    mean +- t(n-1) * s * sqrt(1 + 1/n); (NaN, NaN) below 2 values.
+
+    `extra_sd` is a known standard deviation that the new run carries and our seeds do not: the
+    sampling noise of a validation split other than ours (`split_sd`). The half-width is then
+    t(df) * sqrt(s^2 (1 + 1/n) + extra_sd^2), with df by Welch-Satterthwaite (the known term has
+    infinite degrees of freedom): df = (s^2 (1 + 1/n) + extra_sd^2)^2 / ((s^2 (1 + 1/n))^2 / (n - 1)).
+    It is n - 1 when extra_sd is 0 and tends to the normal quantile when the known term dominates."""
     x = finite(values)
     n = len(x)
     if n < 2:
         return (math.nan, math.nan)
     mean = float(x.mean())
-    half = t_quantile(n - 1, level) * float(x.std(ddof=1)) * math.sqrt(1 + 1 / n)
+    seed_var = float(x.var(ddof=1)) * (1 + 1 / n)
+    total_var = seed_var + float(extra_sd) ** 2
+    if seed_var == 0:
+        quantile = t_quantile(10**9, level) if total_var > 0 else 0.0
+    else:
+        quantile = t_quantile(welch_df(seed_var, n - 1, total_var), level)
+    half = quantile * math.sqrt(total_var)
     return (mean - half, mean + half)
 
 
-def describe(values: Iterable[float | None], level: float = LEVEL) -> dict:
-    """`mean_ci` plus the prediction interval (`pi95_low`, `pi95_high`)."""
+def welch_df(estimated_var: float, df: int, total_var: float) -> float:
+    """Welch-Satterthwaite degrees of freedom of a variance `total_var` of which only
+    `estimated_var` is estimated (with `df` degrees of freedom); the rest is known exactly."""
+    return total_var**2 / (estimated_var**2 / df)
+
+
+def binomial_sd(p: float, n: int) -> float:
+    """Standard deviation of an accuracy p (a fraction) measured on n independent images:
+    sqrt(p (1 - p) / n); the sampling noise of a split of that size."""
+    return math.sqrt(p * (1 - p) / n)
+
+
+LOSS_SD_RATIO = 2.6
+"""Per-image cross-entropy standard deviation as a multiple of the mean loss, for `split_sd` of a
+loss. Our metrics keep only mean losses, so the ratio was measured once (docs/fidelity.md,
+"Intervals that count the other split"): a LeNet-like net on the shared 6,000-image validation
+split gave 2.5-2.65 at mean losses 0.25-0.27 (epochs 7-12; 2.6 their mean), 1.9 at 0.43. A
+per-image loss is near 0 for most images and large for the few misclassified ones, so its spread
+is a multiple of its mean, growing as the model gets surer (all loss on the errors, each of equal
+loss, would give sqrt(p / (1 - p)) = 3.1 at 90.9%)."""
+
+
+def split_sd(value: float, n: int | None, kind: str, factor: float = 1.0) -> float:
+    """The sampling noise of one figure measured on a split of n images, in the figure's unit.
+
+    kind `accuracy`: binomial_sd of value / factor (factor 100 for a figure in percent), times
+    factor; kind `loss`: LOSS_SD_RATIO * value / sqrt(n). 0 for n None (no split to count)."""
+    if not n:
+        return 0.0
+    if kind == "accuracy":
+        p = min(max(value / factor, 0.0), 1.0)
+        return factor * binomial_sd(p, n)
+    if kind == "loss":
+        return LOSS_SD_RATIO * value / math.sqrt(n)
+    raise ValueError(f"split_sd: kind {kind!r} is not accuracy or loss")
+
+
+def describe(values: Iterable[float | None], level: float = LEVEL, extra_sd: float = 0.0) -> dict:
+    """`mean_ci` plus the prediction interval (`pi95_low`, `pi95_high`), widened by `extra_sd`
+    (see `prediction_interval`)."""
     x = finite(values)
-    low, high = prediction_interval(x, level)
+    low, high = prediction_interval(x, level, extra_sd)
     return {**mean_ci(x, level), "pi95_low": low, "pi95_high": high}
 
 
@@ -135,4 +185,40 @@ def holm(p_values: Sequence[float]) -> list[float]:
     for rank, (p, i) in enumerate(sorted(valid)):
         running = max(running, min(1.0, (m - rank) * p))
         out[i] = running
+    return out
+
+
+def shared_offset_test(diffs: Iterable[float | None], common_sd: float, level: float = LEVEL) -> dict:
+    """Whether k differences (published - ours) that share one offset are, together, away from 0.
+
+    A sign test ("8 of 8 below, p = 0.008") treats the k differences as independent. Report B's
+    eight share one validation split (theirs and ours), one recipe and one seed set, so one common
+    offset c moves all eight together: d_i = delta + c + e_i, c ~ N(0, common_sd^2) shared, e_i
+    independent. The k differences estimate delta + c with spread s / sqrt(k); c's variance cannot
+    be estimated from them (it is common) and is given: the split noise of both splits
+    (`split_sd`), the part we can size. The mean difference is judged against
+    sqrt(common_sd^2 + s^2 / k), df by Welch-Satterthwaite; a shared *recipe* offset (a guessed
+    optimizer or batch size wrong for all eight) is not noise and no test removes it.
+
+    Returns k, mean, its standard error, df, the interval (`ci95_low`, `ci95_high`), the two-sided
+    p-value, and `p_sign_independent`, the sign test's p-value that the shared offset invalidates."""
+    x = finite(diffs)
+    k = len(x)
+    out = {"k": k, "mean": math.nan, "se": math.nan, "df": math.nan, "ci95_low": math.nan,
+           "ci95_high": math.nan, "p_value": math.nan, "p_sign_independent": math.nan}
+    if k < 2:
+        return out
+    from scipy.stats import binomtest, t  # on first use: see the module docstring
+
+    mean = float(x.mean())
+    spread_var = float(x.var(ddof=1)) / k
+    total_var = spread_var + float(common_sd) ** 2
+    df = welch_df(spread_var, k - 1, total_var) if spread_var > 0 else math.inf
+    se = math.sqrt(total_var)
+    half = (t_quantile(df, level) if math.isfinite(df) else t_quantile(10**9, level)) * se
+    p = float(2 * t.sf(abs(mean) / se, df)) if se > 0 else (0.0 if mean else 1.0)
+    nonzero = x[x != 0]
+    sign = binomtest(int((nonzero > 0).sum()), len(nonzero)).pvalue if len(nonzero) else math.nan
+    out.update(mean=mean, se=se, df=df, ci95_low=mean - half, ci95_high=mean + half, p_value=p,
+               p_sign_independent=float(sign))
     return out

@@ -246,7 +246,8 @@ GEOMETRIC_OPS = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
 
 
 class RandAugment(Augmentation):
-    """RandAugment (Cubuk et al. 2020): num_ops operations in a row, each image drawing its own.
+    """RandAugment (Cubuk et al. 2020): num_ops operations in a row, each image drawing its own
+    from torchvision's 14 (RANDAUGMENT_OPS, "color" included, so every op is drawn 1/14 as there).
 
     Magnitudes follow torchvision's RandAugment: at magnitude M of num_magnitude_bins bins
     (f = M / (bins - 1)) rotation 30f degrees, shear tan = 0.3f, translation 150/331 f of the size,
@@ -291,6 +292,8 @@ class RandAugment(Augmentation):
         factor = (1.0 + sign * self.enhance).view(n, 1, 1, 1).to(x.dtype)
         if name == "identity":
             return x
+        if name == "color":  # saturation: nothing to change on one channel (torchvision returns it as is)
+            return x if x.shape[1] == 1 else (factor * x + (1 - factor) * TF.rgb_to_grayscale(x, 3)).clamp(0, 1)
         mode = self.params["interpolation"]
         if name == "rotate":
             return affine(x, sign * self.rotate_deg, no_shift, no_flip, mode=mode)
@@ -353,7 +356,7 @@ class RandAugment(Augmentation):
                                 center=center)
                 out = torch.where(warp.view(n, 1, 1, 1), warped, out)
         for name, picked in chosen.items():
-            if name == "identity" or name in GEOMETRIC_OPS:
+            if name == "identity" or name in GEOMETRIC_OPS or (name == "color" and x.shape[1] == 1):
                 continue
             if grouped:  # CPU: work only on the images that drew this op
                 idx = picked.nonzero().squeeze(1)

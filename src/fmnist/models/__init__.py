@@ -32,7 +32,7 @@ class Preset:
 _STANDARD = {"channels": [32, 64], "hidden": 128, "dilation": 1, "dropout": 0.0}
 _TRANSFER = {
     "pretrained": True, "weights_path": None, "trainable": "all", "resize": "plain",
-    "image_size": 224, "input_mean": 0.2860, "input_std": 0.3530,
+    "image_size": 224, "input_mean": 0.2860, "input_std": 0.3530, "frozen_norms": "eval",
 }
 _TRANSFER_TRAIN = {"eval_batch_size": 200}  # 224x224 activations: keep evaluation memory modest
 _VIT_E = {"hidden_size": 64, "num_layers": 5, "num_heads": 8, "mlp_ratio": 8, "dropout": 0.1}

@@ -17,6 +17,7 @@ from fmnist import models as registry
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TRAINABLE = ("head", "last_1", "last_2", "last_3", "last_4", "all")
+FROZEN_NORMS = ("eval", "train")
 
 
 class InputAdapter(nn.Module):
@@ -78,8 +79,13 @@ class TransferNet(nn.Module):
       nothing is downloaded here: a missing file is an error naming it, before training starts).
     weights_path: a local checkpoint of the torchvision model (ImageNet head included) used instead.
     trainable: "head" (only the new FC), "last_k" (the last k of the four stages + head), or "all".
-    Frozen parameters get requires_grad False, and frozen BatchNorm layers stay in eval mode, so a
-    frozen part is a fixed feature extractor (its running statistics do not drift to Fashion-MNIST).
+    Frozen parameters get requires_grad False. frozen_norms: what frozen BatchNorm layers do in
+      training. "eval" (ours, the default): they stay in eval mode, so a frozen part is a fixed
+      feature extractor (its running statistics do not drift to Fashion-MNIST). "train": they follow
+      model.train() like every other layer, as the usual transfer code does (`requires_grad=False`
+      on the backbone, then `model.train()`): their ImageNet running statistics are replaced, batch
+      by batch, by Fashion-MNIST's, while their scale and shift stay frozen. Reports A and C show no
+      code; config/full.yaml reads theirs as "train" (docs/fidelity.md).
     input_mean/input_std: the normalisation the trainer applied (its config `normalize`), undone by
     the adapter before ImageNet normalisation.
     """
@@ -96,10 +102,14 @@ class TransferNet(nn.Module):
         image_size: int = 224,
         input_mean: float = 0.2860,
         input_std: float = 0.3530,
+        frozen_norms: str = "eval",
     ) -> None:
         super().__init__()
         if trainable not in TRAINABLE:
             raise ValueError(f"trainable must be one of {', '.join(TRAINABLE)}; got {trainable!r}")
+        if frozen_norms not in FROZEN_NORMS:
+            raise ValueError(f"frozen_norms must be one of {', '.join(FROZEN_NORMS)}; got {frozen_norms!r}")
+        self.frozen_norms = frozen_norms
         self.adapter = InputAdapter(image_size, resize, input_mean, input_std)
         self.net = self._load(pretrained, weights_path)
         self._replace_head(num_classes)
@@ -139,8 +149,9 @@ class TransferNet(nn.Module):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        for m in self._frozen_norms:
-            m.eval()
+        if self.frozen_norms == "eval":
+            for m in self._frozen_norms:
+                m.eval()
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
