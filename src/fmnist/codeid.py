@@ -61,19 +61,31 @@ def _is_string_statement(node: ast.AST) -> bool:
     )
 
 
-def normalise(source: str, filename: str = "<source>") -> str:
-    """The code of `source` without comments, docstrings or formatting: ast.unparse of the stripped tree.
-
-    ast.unparse rather than ast.dump: its output stays the same across Python versions far more often.
-    """
-    tree = ast.parse(source, filename=filename)
-    for node in ast.walk(tree):
+def _analyse_tree(tree: ast.AST) -> list[tuple[int, str, tuple[str, ...]]]:
+    """Strip `tree` of its docstrings (in place) and return its import statements, wherever they are,
+    as (level, module, names): `import a.b` is (0, "a.b", ()), `from ..a import b, c` is (2, "a", ("b", "c"))."""
+    found = []
+    for node in ast.walk(tree):  # one walk: a node's children are queued before it is yielded
+        if isinstance(node, ast.Import):
+            found += [(0, alias.name, ()) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            found.append((node.level, node.module or "", tuple(alias.name for alias in node.names)))
         for attr in _BODIES:
             body = getattr(node, attr, None)
             if isinstance(body, list) and body and any(map(_is_string_statement, body)):
                 kept = [stmt for stmt in body if not _is_string_statement(stmt)]
                 # a body cannot be empty: `pass` is what a docstring-only function means
                 setattr(node, attr, kept or [ast.Pass()])
+    return found
+
+
+def normalise(source: str, filename: str = "<source>") -> str:
+    """The code of `source` without comments, docstrings or formatting: ast.unparse of the stripped tree.
+
+    ast.unparse rather than ast.dump: its output stays the same across Python versions far more often.
+    """
+    tree = ast.parse(source, filename=filename)
+    _analyse_tree(tree)
     return ast.unparse(tree)
 
 
@@ -103,41 +115,48 @@ def _with_parents(name: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
 
 
-def source_imports(source: str, name: str, filename: str = "<source>",
-                   root: Path | None = None) -> set[str]:
-    """The fmnist modules that `source` (module `name`, or "" for a script) imports anywhere in its code,
-    with the parent packages each import executes. `from P import x` counts P.x when x is a module."""
-    package = name if filename.endswith("__init__.py") else name.rpartition(".")[0]
+def _resolve(statements, name: str, is_package: bool, root: Path | None) -> set[str]:
+    """The fmnist modules that import statements (see _analyse_tree) of module `name` execute."""
+    package = name if is_package else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(source, filename=filename)):
-        if isinstance(node, ast.Import):
-            targets = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: from .x import y
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*anchor, *([node.module] if node.module else [])])
-            else:
-                base = node.module or ""
-            targets = [base] + [f"{base}.{a.name}" for a in node.names if _is_module(f"{base}.{a.name}", root)]
-        else:
-            continue
+    for level, module, names in statements:
+        if level:  # relative: from .x import y
+            anchor = package.split(".")[: len(package.split(".")) - level + 1]
+            module = ".".join([*anchor, *([module] if module else [])])
+        targets = [module] + [f"{module}.{n}" for n in names if _is_module(f"{module}.{n}", root)]
         for target in targets:
             if target.split(".")[0] == PACKAGE:
                 found.update(m for m in _with_parents(target) if _is_module(m, root))
     return found
 
 
+def source_imports(source: str, name: str, filename: str = "<source>",
+                   root: Path | None = None) -> set[str]:
+    """The fmnist modules that `source` (module `name`, or "" for a script) imports anywhere in its code,
+    with the parent packages each import executes. `from P import x` counts P.x when x is a module."""
+    statements = _analyse_tree(ast.parse(source, filename=filename))
+    return _resolve(statements, name, filename.endswith("__init__.py"), root)
+
+
 @cache
-def _file_imports(path: Path, name: str, root: Path | None, mtime_ns: int, size: int) -> frozenset[str]:
-    # keyed on mtime and size as well, so a long-lived process sees an edited file
-    return frozenset(source_imports(path.read_text(), name, str(path), root))
+def _analyse(path: Path, mtime_ns: int, size: int) -> tuple[str, tuple]:
+    """(SHA-256 of the normalised source, import statements) of one file, parsed once. Keyed on mtime
+    and size as well, so a long-lived process sees an edited file."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    statements = tuple(_analyse_tree(tree))
+    return hashlib.sha256(ast.unparse(tree).encode()).hexdigest(), statements
+
+
+def _analysed(name: str, root: Path | None) -> tuple[Path, tuple[str, tuple]]:
+    path = module_file(name, root)
+    st = path.stat()
+    return path, _analyse(path, st.st_mtime_ns, st.st_size)
 
 
 def imports(name: str, root: Path | None = None) -> frozenset[str]:
     """The fmnist modules module `name` imports (see source_imports)."""
-    path = module_file(name, root)
-    st = path.stat()
-    return _file_imports(path, name, root, st.st_mtime_ns, st.st_size)
+    path, (_, statements) = _analysed(name, root)
+    return frozenset(_resolve(statements, name, path.name == "__init__.py", root))
 
 
 def closure(roots: Iterable[str], root: Path | None = None) -> tuple[str, ...]:
@@ -154,16 +173,9 @@ def closure(roots: Iterable[str], root: Path | None = None) -> tuple[str, ...]:
     return tuple(sorted(seen))
 
 
-@cache
-def _file_digest(path: Path, mtime_ns: int, size: int) -> str:
-    # keyed on mtime and size as well, so a long-lived process sees an edited file
-    return hashlib.sha256(normalise(path.read_text(), str(path)).encode()).hexdigest()
-
-
 def module_digest(name: str, root: Path | None = None) -> str:
-    path = module_file(name, root)
-    st = path.stat()
-    return _file_digest(path, st.st_mtime_ns, st.st_size)
+    """SHA-256 of the normalised source of module `name`."""
+    return _analysed(name, root)[1][0]
 
 
 def code_id(roots: Iterable[str], extra: str = "", root: Path | None = None) -> str:
