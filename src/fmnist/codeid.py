@@ -20,7 +20,11 @@ Two packages are boundaries, neither hashed nor followed (`BOUNDARY`):
   here (`train_code_id`). So adding or editing another preset reruns nothing, and changing the class a
   preset builds reruns its runs. Editing the registry's own functions reruns nothing: they look a
   preset up and call its class with the config's arguments.
-What a report left unsaid about this is nothing: the reports kept no code identities at all.
+It errs towards rerunning: a module is in when anything of it is imported, used or not (an edit to
+`compare.py` reruns the figures, whose `plots` imports one function of it; an edit to `experiments.py`
+reruns every run, since the trainer imports its config hash). Files a module reads are not code:
+`schema.yaml`'s defaults reach a run through its resolved config, the report templates are inputs of
+the report rule.
 """
 
 from __future__ import annotations
