@@ -48,9 +48,11 @@ test-fast: setup
 	$(BIN)/pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 # Python (ruff), Snakemake files (snakefmt, the version pinned in pyproject) and the workflow
-# (snakemake --lint, for the default and the full study; --lint fails on any finding).
+# (snakemake --lint, for the default and the full study; --lint fails on any finding), and the
+# project's own rules (fmnist.lint: no torch.load that may unpickle code, in src/ or the workflow).
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/python -m fmnist.lint src workflow Snakefile
 	$(BIN)/snakefmt --check .
 	$(BIN)/snakemake --lint
 	$(BIN)/snakemake --lint --configfile config/full.yaml

@@ -105,23 +105,46 @@ def snakemake(root: Path, *args: str, check: bool = True, configfile: str = "tes
     return proc
 
 
+NOTHING_TO_DO = "Nothing to be done"
+
+
 def planned_jobs(root: Path, *targets: str) -> dict[str, int]:
-    """Rule -> job count that `snakemake -n` would run now (empty when there is nothing to do)."""
+    """Rule -> job count that `snakemake -n` would run now (empty when there is nothing to do).
+
+    Empty only when Snakemake says so ("Nothing to be done"), or prints its job table with a total of 0
+    (as with --until); any other output is an error, so a change in Snakemake's output format cannot
+    make "nothing planned" pass unnoticed.
+    """
     proc = snakemake(root, "-n", *targets)
+    return planned_counts(proc.stdout + proc.stderr)
+
+
+def planned_counts(text: str) -> dict[str, int]:
+    """The job table of a `snakemake -n` output (see planned_jobs)."""
     counts: dict[str, int] = {}
-    text = proc.stdout + proc.stderr
-    in_table = False
+    total = None
+    in_table = seen_table = False
     for line in text.splitlines():
         parts = line.split()
         if parts[:2] == ["job", "count"]:
-            in_table = True
+            in_table = seen_table = True
             continue
         if in_table:
             if len(parts) == 2 and parts[1].isdigit():
-                if parts[0] != "total":
+                if parts[0] == "total":
+                    total = int(parts[1])
+                else:
                     counts[parts[0]] = int(parts[1])
             elif parts and not set(line.strip()) <= {"-", " "}:
                 in_table = False
+    nothing = NOTHING_TO_DO in text
+    if nothing and not seen_table:
+        return {}
+    if nothing or not seen_table or total != sum(counts.values()):
+        raise AssertionError(
+            f"snakemake -n printed neither {NOTHING_TO_DO!r} nor a job table whose rows add up to its "
+            f"total (has its output format changed?):\n{text[-3000:]}"
+        )
     return counts
 
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 from conftest import make_workflow, planned_jobs, snakemake, tiny_config
 
-from fmnist import config, experiments, features, train
+from fmnist import config, experiments, features, runtime, train
+from fmnist.integrity import DamagedFileError
 
 
 def small_transfer_run(arch="mobilenet_v3_small", augmentation="none", **train_overrides):
@@ -45,6 +46,71 @@ def test_cached_head_only_run_equals_the_uncached_one(arch, prepared_small, tmp_
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
+def feature_file(path, n=(6, 3, 4), dim=5, **changes):
+    """A feature file as `compute` writes it (random features), with `changes` applied to its dict."""
+    d = {}
+    for split, rows in zip(("train", "val", "test"), n, strict=True):
+        d[f"{split}_features"] = torch.randn(rows, dim)
+        d[f"{split}_labels"] = torch.arange(rows, dtype=torch.int64) % 10
+    d["spec"] = {"arch": "resnet18", "args": {"trainable": "head", "weights_path": None},
+                 "normalize": {"mean": 0.5, "std": 0.5}, "amp": "off", "channels_last": False}
+    d.update(changes)
+    runtime.atomic_torch_save({k: v for k, v in d.items() if v is not None}, path)
+    return path
+
+
+class Planted:
+    """What a planted feature file could hold: an object whose unpickling runs code (here: touch a file)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (type(self.marker).touch, (self.marker,))
+
+
+def damaged_problem(path, keep=None) -> str:
+    with pytest.raises(DamagedFileError) as exc:
+        features.load(path, "cpu", keep)
+    (where, problem), = exc.value.problems
+    assert where == path
+    # the fix removes the file and runs the workflow again, which computes the features anew
+    assert exc.value.fix.startswith(f"rm -f {path} && snakemake")
+    return problem
+
+
+def test_a_feature_file_loads_as_tensors_only(tmp_path):
+    good = features.load(feature_file(tmp_path / "f.pt"), "cpu", keep=[0, 2, 4])
+    assert len(good["train"]) == 3 and len(good["val"]) == 3 and len(good["test"]) == 4
+    # a file that would run code when unpickled: refused, and the code never ran
+    marker = tmp_path / "code-ran"
+    planted = feature_file(tmp_path / "planted.pt", spec=Planted(marker))
+    assert "not a loadable feature file" in damaged_problem(planted)
+    assert not marker.exists()
+    torch.load(planted, weights_only=False)  # the test's own check that the plant is real
+    assert marker.exists()
+
+
+def test_a_damaged_feature_file_is_named_with_its_fix(tmp_path, prepared_small):
+    path = feature_file(tmp_path / "f.pt")
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    assert "not a loadable feature file" in damaged_problem(path)
+    path.write_bytes(b"")
+    assert "not a loadable feature file" in damaged_problem(path)
+    assert "lacks the tensor(s) val_labels" in damaged_problem(feature_file(path, val_labels=None))
+    assert "train split" in damaged_problem(feature_file(path, train_labels=torch.zeros(5, dtype=torch.int64)))
+    assert "val split" in damaged_problem(feature_file(path, val_features=torch.zeros(3, 5, dtype=torch.int64)))
+    assert "fewer than the run's subset" in damaged_problem(feature_file(path), keep=[0, 6])
+    assert "missing" in damaged_problem(tmp_path / "absent.pt")
+    # the trainer stops on it with that message (the workflow's scripts print it as one line)
+    run = small_transfer_run()
+    path.write_bytes(whole[:100])
+    with pytest.raises(DamagedFileError, match="not a loadable feature file"):
+        train.train_run(run, prepared_small, tmp_path / "run", device="cpu", log=lambda _m: None,
+                        features_path=path)
 
 
 def test_what_the_cache_applies_to():

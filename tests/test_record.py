@@ -4,12 +4,17 @@ committed runs, and a record whose runs and tables disagree is caught."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
+import yaml
 
 from fmnist import config as fmnist_config
 from fmnist import experiments, record
@@ -158,3 +163,216 @@ def test_a_complete_record_holds_the_workflows_report_of_all_its_runs():
         "summary.html is not the report of every run finished: export it again with --report")
     for experiment in {experiments.experiment_id(run) for run in runs.values()}:
         assert experiment in html, f"summary.html does not show {experiment}: export it again with --report"
+
+
+# --- every committed run file is hashed: an edited history.csv or confusion.csv is caught ---------
+
+
+def test_every_run_file_of_the_record_is_hashed():
+    listed = record.read_manifest(RECORD)
+    assert set(listed) == set(record.run_files(RECORD))
+    assert any(r.startswith("runs/") for r in listed) and any(r.startswith("b_valloss/runs/") for r in listed)
+    assert {Path(r).name for r in listed} == set(record.RUN_FILES)
+    # the manifest is sha256sum's format: the standard tool checks it as well
+    proc = subprocess.run(["sha256sum", "-c", "--quiet", record.MANIFEST], cwd=RECORD, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def flip_one_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    i = data.rindex(b"0") if b"0" in data else len(data) - 2
+    data[i] = ord("1")
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("name", ["history.csv", "confusion.csv"])
+@pytest.mark.parametrize("where", ["runs", "b_valloss/runs"])
+def test_one_edited_byte_in_a_run_file_is_caught(record_copy, where, name):
+    path = sorted((record_copy / where).glob(f"*/{name}"))[0]
+    flip_one_byte(path)
+    rel = path.relative_to(record_copy).as_posix()
+    differ = record.check(record_copy)
+    assert f"{rel}: {record.EDITED}" in differ, differ
+    # an edit is never blessed by exporting again over it (here: from a results tree without that run)
+    if where == "runs":
+        with pytest.raises(ValueError, match=re.escape(rel)):
+            record.export(record_copy / "config.yaml", record_copy / "nowhere", record_copy)
+
+
+def test_a_run_file_missing_or_not_listed_is_caught(record_copy):
+    path = sorted((record_copy / "runs").glob("*/history.csv"))[0]
+    rel = path.relative_to(record_copy).as_posix()
+    path.unlink()
+    assert f"{rel}: listed in {record.MANIFEST} but missing" in record.check(record_copy)
+    (record_copy / "b_valloss" / "runs" / "x").mkdir()
+    (record_copy / "b_valloss" / "runs" / "x" / "history.csv").write_text("epoch\n")
+    assert f"b_valloss/runs/x/history.csv: not in {record.MANIFEST}" in record.check(record_copy)
+    (record_copy / record.MANIFEST).unlink()
+    assert record.check(record_copy)[0].startswith(f"{record.MANIFEST}: missing")
+
+
+def test_a_file_unlike_its_runs_recorded_hash_is_caught(record_copy):
+    """Runs that recorded their files' hashes in metrics.json are checked against those as well."""
+    metrics = next(p for p in sorted((record_copy / "runs").glob("*/metrics.json"))
+                   if "files" in json.loads(p.read_text()))
+    history = metrics.parent / "history.csv"
+    flip_one_byte(history)
+    record.write_manifest(record_copy)  # even with SHA256SUMS made to agree
+    rel = history.relative_to(record_copy).as_posix()
+    assert f"{rel}: its SHA-256 is not the one its metrics.json recorded" in record.check(record_copy)
+
+
+# --- the headline recomputed independently: numpy and scipy on runs/*/metrics.json --------------
+# Nothing below uses the project's aggregate, compare or stats code: a bug there that the record was
+# exported with would pass record.check (it rebuilds with the same code), and fails here.
+
+MIN_SEEDS_FOR_VERDICT = 3
+COUNT_TOLERANCE = 0.01
+# published metric -> (its value in one run's metrics.json, in the published unit; its kind)
+METRIC_OF_RUN = {
+    "test_accuracy": (lambda m: 100 * m["test_accuracy"], "score"),
+    "val_accuracy": (lambda m: 100 * m["best_val_accuracy"], "score"),
+    "test_loss": (lambda m: m["test_loss"], "score"),
+    "val_loss": (lambda m: m["best_val_loss"], "score"),
+    "precision": (lambda m: 100 * m["precision_macro"], "score"),
+    "recall": (lambda m: 100 * m["recall_macro"], "score"),
+    "f1": (lambda m: 100 * m["f1_macro"], "score"),
+    "params": (lambda m: m["params"], "count"),
+    "seconds_per_epoch": (lambda m: m["train_seconds"] / m["epochs_run"] if m.get("epochs_run") else None, "timing"),
+}
+
+
+def prediction_interval_95(values: np.ndarray, metric: str) -> tuple[float, float]:
+    """THE INTERVAL DEFINITION the record is checked against; update it here when the project's changes.
+
+    Today: where one more run of ours falls 95% of the time, mean +- t(0.975, n-1) * s * sqrt(1 + 1/n),
+    for every metric (`metric` is passed so that a term for some figures, such as a split-noise term for
+    val_* figures, can be added here); (nan, nan) below 2 values.
+    """
+    n = len(values)
+    if n < 2:
+        return math.nan, math.nan
+    half = scipy.stats.t.ppf(0.975, n - 1) * values.std(ddof=1) * math.sqrt(1 + 1 / n)
+    return float(values.mean() - half), float(values.mean() + half)
+
+
+def expected_row(entry: dict, runs: list[dict]) -> dict:
+    """Mean, prediction interval and verdict of one published figure, from its experiment's runs."""
+    value_of, kind = METRIC_OF_RUN[entry["metric"]]
+    raw = [value_of(m) for m in runs]
+    values = np.array([float(v) for v in raw if v is not None and not math.isnan(float(v))])
+    n, published = len(values), entry.get("value")
+    mean = float(values.mean()) if n else math.nan
+    low, high = prediction_interval_95(values, entry["metric"])
+    if not runs:
+        verdict = "not run"
+    elif kind == "timing":
+        verdict = "not judged"
+    elif published is None:
+        verdict = "figure only"
+    elif n == 0:
+        verdict = "no result"
+    elif kind == "count":
+        relative = (mean - published) / abs(published)
+        verdict = "matches" if abs(relative) <= COUNT_TOLERANCE else f"differs by {100 * relative:+.1f}%"
+    elif n < MIN_SEEDS_FOR_VERDICT:
+        verdict = "too few seeds"
+    else:
+        verdict = "consistent" if low <= published <= high else ("above" if published > high else "below")
+    return {"seeds": n, "mean": mean, "low": low, "high": high, "verdict": verdict, "kind": kind}
+
+
+def headline_rows(path: Path) -> list[dict]:
+    """The headline table's rows, cells by column name (a label's escaped | restored)."""
+    lines = [ln for ln in path.read_text().splitlines() if ln.startswith("|")]
+    split = lambda ln: [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", ln)[1:-1]]  # noqa: E731
+    head = split(lines[0])
+    return [dict(zip(head, split(ln), strict=True)) for ln in lines[2:]]
+
+
+def number(text: str) -> float:
+    return float(text.replace(",", "")) if text else math.nan
+
+
+def close(shown: float, exact: float, digits: int) -> bool:
+    if math.isnan(exact) or math.isnan(shown):
+        return math.isnan(exact) and math.isnan(shown)
+    return abs(shown - exact) <= 0.5 * 10 ** -digits + 1e-9 * max(1.0, abs(exact))
+
+
+def independent_problems(rec: Path) -> list[str]:
+    """Where the record's headline.md and tables/published.csv disagree with the recomputation."""
+    config_runs, _ = experiments.expand(fmnist_config.load(rec / "config.yaml"))
+    covered = {rid.rsplit(".s", 1)[0] for rid in config_runs}
+    by_experiment: dict[str, list[dict]] = {}
+    for path in sorted((rec / "runs").glob("*/metrics.json")):
+        m = json.loads(path.read_text())
+        by_experiment.setdefault(m["run_id"].rsplit(".s", 1)[0], []).append(m)
+    entries = [e for e in yaml.safe_load((rec / "published.yaml").read_text())["published"]
+               if e["experiment"] in covered]
+    rows = headline_rows(rec / "headline.md")
+    table = pd.read_csv(rec / "tables" / "published.csv")
+    problems = [] if len(rows) == len(entries) else [f"headline has {len(rows)} rows for {len(entries)} figures"]
+    for entry, row in zip(entries, rows, strict=False):
+        want = expected_row(entry, by_experiment.get(entry["experiment"], []))
+        name = f"{entry['source']} {entry.get('label') or entry['experiment']} {entry['metric']}"
+        digits = 0 if want["kind"] == "count" else (3 if "loss" in entry["metric"] else 2)
+        shown_low, _, shown_high = row["95% prediction interval"].partition(" - ")
+        if want["kind"] != "score":
+            want["low"] = want["high"] = math.nan  # the headline shows an interval for scores only
+        checks = {
+            "figure": (row["report"], row["metric"]) == (entry["source"], entry["metric"]),
+            "seeds": int(row["seeds"]) == want["seeds"],
+            "mean": close(number(row["reproduced mean"]), want["mean"], digits),
+            "interval": close(number(shown_low), want["low"], digits) and close(number(shown_high), want["high"], digits),
+            "verdict": row["verdict"] == want["verdict"],
+        }
+        # the full-precision table the headline is made from
+        exact = table[(table["experiment"] == entry["experiment"]) & (table["metric"] == entry["metric"])
+                      & (table["source"] == entry["source"])]
+        if len(exact) != 1:
+            checks["published.csv row"] = False
+        else:
+            r = exact.iloc[0]
+            same = lambda a, b: (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9)  # noqa: E731
+            checks["published.csv"] = (
+                r["verdict"] == want["verdict"] and int(r["seeds"]) == want["seeds"]
+                and same(float(r["reproduced_mean"]), want["mean"])
+                and (want["kind"] != "score" or (same(float(r["reproduced_pi95_low"]), want["low"])
+                                                 and same(float(r["reproduced_pi95_high"]), want["high"])))
+            )
+        problems += [f"{name}: {what} differs from the recomputation ({row} vs {want})"
+                     for what, ok in checks.items() if not ok]
+    return problems
+
+
+def test_headline_recomputed_independently_from_the_runs():
+    assert independent_problems(RECORD) == []
+
+
+def test_the_independent_recomputation_catches_a_wrong_interval_and_verdict(record_copy, monkeypatch):
+    """A record exported with a wrong interval (the CI of the mean, the classic mistake) or a wrong
+    verdict passes record.check, which rebuilds with the same code, and fails the recomputation."""
+    from fmnist import compare, stats
+
+    monkeypatch.setattr(stats, "prediction_interval",
+                        lambda values, level=stats.LEVEL: tuple(stats.mean_ci(values, level)[k]
+                                                                for k in ("ci95_low", "ci95_high")))
+    record.rebuild(record_copy, record_copy)
+    assert record.check(record_copy) == []
+    assert any("interval differs" in p for p in independent_problems(record_copy))
+    monkeypatch.undo()
+    monkeypatch.setattr(compare, "verdict_score", lambda value, summary: "consistent")
+    record.rebuild(record_copy, record_copy)
+    assert any("verdict differs" in p for p in independent_problems(record_copy))
+
+
+@pytest.mark.parametrize("seeds", [0, 1, 2])
+def test_the_recomputation_agrees_at_any_number_of_finished_runs(record_copy, seeds):
+    """The record grows a run at a time: with 0, 1 or 2 seeds of an experiment finished (no interval,
+    no verdict yet), the rebuilt headline still equals the recomputation."""
+    for run_dir in sorted((record_copy / "runs").iterdir()):
+        if int(run_dir.name.rsplit(".s", 1)[1]) >= seeds:
+            shutil.rmtree(run_dir)
+    record.rebuild(record_copy, record_copy)
+    assert independent_problems(record_copy) == []

@@ -133,8 +133,15 @@ b.errors=JSON.stringify(__errs);b.alerts=__alerts.length;b.rows=document.querySe
 b.sections=[...document.querySelectorAll('section')].map(s=>s.id).join(' ');b.done='1'})</script>"""
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (CI installs it)")
-def test_page_in_headless_chromium(study, tmp_path):
+@pytest.fixture()
+def chromium() -> str:
+    """The browser the page test needs: missing, the test fails (as the SLURM test does), never skips."""
+    if CHROMIUM is None:
+        pytest.fail("the report's browser test needs Chromium: `make test-deps`, or `apt-get install chromium` (as root)")
+    return CHROMIUM
+
+
+def test_page_in_headless_chromium(chromium, study, tmp_path):
     html = study["html"].read_text()
     probe = tmp_path / "probe.html"
     probe.write_text(html.replace("<head>", "<head>" + PROBE_HEAD, 1).replace("</body>", PROBE_TAIL + "</body>", 1))

@@ -1,36 +1,57 @@
-"""Code identity: a hash of the normalised source of exactly the modules that compute a result.
+"""Code identity: a hash of the normalised source of every module that computes a result.
 
 The workflow passes it to a rule as a param, and Snakemake reruns a job whose params changed. So
 editing `models/vit.py` reruns the ViT runs and nothing else, while an edit that changes no code
 (comments, docstrings, blank lines, formatting) leaves the hash and every result alone.
+
+Which modules: derived, not listed. A rule names the modules its script imports (its roots); the
+identity covers those and every `fmnist.*` module they import, transitively, read from the source with
+`ast` (imports inside functions included, and the parent packages an import executes). So a module a
+run starts to use is part of its identity the moment it is imported; none can be forgotten. Nothing is
+imported to find them (the workflow computes identities while it parses: no torch).
+
+Two packages are boundaries, neither hashed nor followed (`BOUNDARY`):
+- `fmnist` itself: its `__init__` holds the package's version only (tests/test_codeid.py keeps it so),
+  and a version bump must not retrain a study;
+- `fmnist.models`, the model registry: every family imports it (`build_model`, the weight tables),
+  and it names every family, so following it would make an edit to one family rerun them all. What it
+  contributes to a run is the preset: its arguments and training overrides are in the resolved run
+  config (a param of its own), and its family module and class are hashed into the run's identity
+  here (`train_code_id`). So adding or editing another preset reruns nothing, and changing the class a
+  preset builds reruns its runs. Editing the registry's own functions reruns nothing: they look a
+  preset up and call its class with the config's arguments.
+It errs towards rerunning: a module is in when anything of it is imported, used or not (an edit to
+`compare.py` reruns the figures, whose `plots` imports one function of it; an edit to `experiments.py`
+reruns every run, since the trainer imports its config hash). Files a module reads are not code:
+`schema.yaml`'s defaults reach a run through its resolved config, the report templates are inputs of
+the report rule.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
-import importlib.util
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 
-# What computes a training run, besides its model family file (fmnist.models.<family>). The model
-# registry (fmnist.models) is left out: a preset's arguments are part of the resolved run config,
-# which is a param of its own, so adding a preset reruns nothing.
-TRAIN_MODULES = (
-    "fmnist.train",
-    "fmnist.runtime",
-    "fmnist.recipes",
-    "fmnist.augment",
-    "fmnist.augment.batched",
-    "fmnist.data",
-    "fmnist.metrics",
-)
-AGGREGATE_MODULES = ("fmnist.aggregate", "fmnist.compare")
+PACKAGE = "fmnist"
+PACKAGE_DIR = Path(__file__).resolve().parent
+"""The package these identities describe: the one this module belongs to (a workflow copy's own src/)."""
+
+BOUNDARY = frozenset({"fmnist", "fmnist.models"})
+"""Packages neither hashed nor followed (see the module docstring)."""
+
+# The roots of each rule: the fmnist modules its workflow script imports (tests/test_codeid.py checks
+# every script against these). A training run adds its model family module (fmnist.models.<family>).
+TRAIN_MODULES = ("fmnist.train",)
+FEATURE_MODULES = ("fmnist.features",)
+DATA_MODULES = ("fmnist.data",)
+AGGREGATE_MODULES = ("fmnist.aggregate", "fmnist.compare", "fmnist.integrity")
 # The templates are inputs of the report rule, so they are watched as files, not here.
-REPORT_MODULES = ("fmnist.report", "fmnist.compare")
-PLOT_MODULES = ("fmnist.plots",)
-GALLERY_MODULES = ("fmnist.gallery", "fmnist.augment", "fmnist.augment.batched", "fmnist.data")
+REPORT_MODULES = ("fmnist.report", "fmnist.compare", "fmnist.integrity", "fmnist.smoke")
+PLOT_MODULES = ("fmnist.plots", "fmnist.integrity")
+GALLERY_MODULES = ("fmnist.gallery",)
 
 _BODIES = ("body", "orelse", "finalbody")
 
@@ -44,67 +65,162 @@ def _is_string_statement(node: ast.AST) -> bool:
     )
 
 
-def normalise(source: str, filename: str = "<source>") -> str:
-    """The code of `source` without comments, docstrings or formatting: ast.unparse of the stripped tree.
-
-    ast.unparse rather than ast.dump: its output stays the same across Python versions far more often.
-    """
-    tree = ast.parse(source, filename=filename)
-    for node in ast.walk(tree):
+def _analyse_tree(tree: ast.AST) -> list[tuple[int, str, tuple[str, ...]]]:
+    """Strip `tree` of its docstrings (in place) and return its import statements, wherever they are,
+    as (level, module, names): `import a.b` is (0, "a.b", ()), `from ..a import b, c` is (2, "a", ("b", "c"))."""
+    found = []
+    for node in ast.walk(tree):  # one walk: a node's children are queued before it is yielded
+        if isinstance(node, ast.Import):
+            found += [(0, alias.name, ()) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            found.append((node.level, node.module or "", tuple(alias.name for alias in node.names)))
         for attr in _BODIES:
             body = getattr(node, attr, None)
             if isinstance(body, list) and body and any(map(_is_string_statement, body)):
                 kept = [stmt for stmt in body if not _is_string_statement(stmt)]
                 # a body cannot be empty: `pass` is what a docstring-only function means
                 setattr(node, attr, kept or [ast.Pass()])
+    return found
+
+
+def normalise(source: str, filename: str = "<source>") -> str:
+    """The code of `source` without comments, docstrings or formatting: ast.unparse of the stripped tree.
+
+    ast.unparse rather than ast.dump: its output stays the same across Python versions far more often.
+    """
+    tree = ast.parse(source, filename=filename)
+    _analyse_tree(tree)
     return ast.unparse(tree)
 
 
-def module_file(name: str) -> Path:
-    """The source file of module `name`, found the way `import` would find it."""
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-        raise ModuleNotFoundError(f"no Python source found for module {name!r}")
-    return Path(spec.origin)
+def module_file(name: str, root: Path | None = None) -> Path:
+    """The source file of module `name` (fmnist.*) in the package at `root` (this one by default)."""
+    parts = name.split(".")
+    if parts[0] != PACKAGE:
+        raise ModuleNotFoundError(f"{name!r} is not a module of {PACKAGE}")
+    base = (root or PACKAGE_DIR).joinpath(*parts[1:])
+    for path in (base.with_suffix(".py") if len(parts) > 1 else None, base / "__init__.py"):
+        if path is not None and path.is_file():
+            return path
+    raise ModuleNotFoundError(f"no Python source found for module {name!r} under {root or PACKAGE_DIR}")
+
+
+def _is_module(name: str, root: Path | None) -> bool:
+    try:
+        module_file(name, root)
+        return True
+    except ModuleNotFoundError:
+        return False
+
+
+def _with_parents(name: str) -> list[str]:
+    """`name` and the packages that importing it executes first (fmnist.a.b: fmnist, fmnist.a, fmnist.a.b)."""
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def _resolve(statements, name: str, is_package: bool, root: Path | None) -> set[str]:
+    """The fmnist modules that import statements (see _analyse_tree) of module `name` execute."""
+    package = name if is_package else name.rpartition(".")[0]
+    found: set[str] = set()
+    for level, module, names in statements:
+        if level:  # relative: from .x import y
+            anchor = package.split(".")[: len(package.split(".")) - level + 1]
+            module = ".".join([*anchor, *([module] if module else [])])
+        targets = [module] + [f"{module}.{n}" for n in names if _is_module(f"{module}.{n}", root)]
+        for target in targets:
+            if target.split(".")[0] == PACKAGE:
+                found.update(m for m in _with_parents(target) if _is_module(m, root))
+    return found
+
+
+def source_imports(source: str, name: str, filename: str = "<source>",
+                   root: Path | None = None) -> set[str]:
+    """The fmnist modules that `source` (module `name`, or "" for a script) imports anywhere in its code,
+    with the parent packages each import executes. `from P import x` counts P.x when x is a module."""
+    statements = _analyse_tree(ast.parse(source, filename=filename))
+    return _resolve(statements, name, filename.endswith("__init__.py"), root)
 
 
 @cache
-def _file_digest(path: Path, mtime_ns: int, size: int) -> str:
-    # keyed on mtime and size as well, so a long-lived process sees an edited file
-    return hashlib.sha256(normalise(path.read_text(), str(path)).encode()).hexdigest()
+def _analyse(path: Path, mtime_ns: int, size: int) -> tuple[str, tuple]:
+    """(SHA-256 of the normalised source, import statements) of one file, parsed once. Keyed on mtime
+    and size as well, so a long-lived process sees an edited file."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    statements = tuple(_analyse_tree(tree))
+    return hashlib.sha256(ast.unparse(tree).encode()).hexdigest(), statements
 
 
-def module_digest(name: str) -> str:
-    path = module_file(name)
+def _analysed(name: str, root: Path | None) -> tuple[Path, tuple[str, tuple]]:
+    path = module_file(name, root)
     st = path.stat()
-    return _file_digest(path, st.st_mtime_ns, st.st_size)
+    return path, _analyse(path, st.st_mtime_ns, st.st_size)
 
 
-def code_id(modules: Iterable[str]) -> str:
-    """One short hash over the normalised source of `modules` (order and repeats do not matter)."""
+def imports(name: str, root: Path | None = None) -> frozenset[str]:
+    """The fmnist modules module `name` imports (see source_imports)."""
+    path, (_, statements) = _analysed(name, root)
+    return frozenset(_resolve(statements, name, path.name == "__init__.py", root))
+
+
+def closure(roots: Iterable[str], root: Path | None = None) -> tuple[str, ...]:
+    """`roots` and every fmnist module they import, transitively, sorted; the BOUNDARY packages are
+    neither in it nor followed."""
+    seen: set[str] = set()
+    todo = [m for m in roots if m not in BOUNDARY]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo.extend(m for m in imports(name, root) if m not in BOUNDARY and m not in seen)
+    return tuple(sorted(seen))
+
+
+def module_digest(name: str, root: Path | None = None) -> str:
+    """SHA-256 of the normalised source of module `name`."""
+    return _analysed(name, root)[1][0]
+
+
+def code_id(roots: Iterable[str], extra: str = "", root: Path | None = None) -> str:
+    """One short hash over the normalised source of `roots` and all they import (see `closure`); order
+    and repeats do not matter. `extra`: what else decides the result (a preset's family and class)."""
     h = hashlib.sha256()
-    for name in sorted(set(modules)):
-        h.update(f"{name}\0{module_digest(name)}\n".encode())
+    for name in closure(roots, root):
+        h.update(f"{name}\0{module_digest(name, root)}\n".encode())
+    h.update(f"extra\0{extra}\n".encode())
     return h.hexdigest()[:16]
 
 
-def train_modules(family: str) -> tuple[str, ...]:
-    """The modules that compute a training run of a model from family module `family` (e.g. 'vit')."""
-    return (*TRAIN_MODULES, f"fmnist.models.{family}")
+def train_modules(family: str, root: Path | None = None) -> tuple[str, ...]:
+    """Every module that computes a training run of a model from family module `family` (e.g. 'vit')."""
+    return closure((*TRAIN_MODULES, f"fmnist.models.{family}"), root)
 
 
-def train_code_id(run: dict) -> str:
+def _preset(arch: str) -> tuple[str, str]:
+    from fmnist import models  # the registry imports no torch
+
+    preset = models.get_preset(arch)
+    return preset.module, preset.cls
+
+
+def train_code_id(run: dict, root: Path | None = None) -> str:
     """The code identity of one resolved run (as made by fmnist.experiments.expand)."""
-    from fmnist import models
+    family, cls = _preset(run["model"]["arch"])
+    return code_id((*TRAIN_MODULES, f"fmnist.models.{family}"), f"{family}.{cls}", root)
 
-    return code_id(train_modules(models.PRESETS[run["model"]["arch"]].module))
+
+def train_code_ids(runs: dict[str, dict], root: Path | None = None) -> dict[str, str]:
+    """Run id -> code identity for many runs, each model class hashed once (a study has hundreds of
+    runs but a handful of classes)."""
+    preset = {rid: _preset(run["model"]["arch"]) for rid, run in runs.items()}
+    ids = {p: code_id((*TRAIN_MODULES, f"fmnist.models.{p[0]}"), f"{p[0]}.{p[1]}", root)
+           for p in set(preset.values())}
+    return {rid: ids[p] for rid, p in preset.items()}
 
 
-def train_code_ids(runs: dict[str, dict]) -> dict[str, str]:
-    """Run id -> code identity for many runs, each model family hashed once (a study has hundreds
-    of runs but a handful of families)."""
-    from fmnist import models
-
-    family = {rid: models.PRESETS[run["model"]["arch"]].module for rid, run in runs.items()}
-    ids = {f: code_id(train_modules(f)) for f in set(family.values())}
-    return {rid: ids[f] for rid, f in family.items()}
+def features_code_id(spec: dict, root: Path | None = None) -> str:
+    """The code identity of a feature set (fmnist.features.feature_spec): the feature code and the
+    backbone's family module."""
+    family, cls = _preset(spec["arch"])
+    return code_id((*FEATURE_MODULES, f"fmnist.models.{family}"), f"{family}.{cls}", root)

@@ -123,18 +123,69 @@ class FeatureBatches:
         return len(self.labels)
 
 
+FEATURE_KEYS = tuple(f"{split}_{part}" for split in ("train", "val", "test") for part in ("features", "labels"))
+
+
 def load(path: Path | str, device, keep=None) -> dict[str, FeatureBatches]:
-    """The cached splits; `keep` selects training rows (a run's train_fraction subset), as for images."""
+    """The cached splits; `keep` selects training rows (a run's train_fraction subset), as for images.
+
+    The file is a results file: whoever can write to a shared results directory could plant one. So it
+    is loaded with weights_only=True (tensors, numbers, strings, lists and dicts, never code), and a file
+    that does not load or does not hold the six tensors `compute` writes raises DamagedFileError naming
+    it and the fix (remove it; the next workflow run computes it again and trains its runs on it).
+    """
     import torch
 
-    d = torch.load(path, map_location="cpu", weights_only=False)
+    path = Path(path)
+    d = _load_checked(path)
     train_x, train_y = d["train_features"], d["train_labels"]
     if keep is not None:
-        idx = torch.as_tensor(keep)
+        idx = torch.as_tensor(keep, dtype=torch.int64)
+        if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(train_y)):
+            raise _damaged(path, f"holds {len(train_y)} training rows, fewer than the run's subset needs")
         train_x, train_y = train_x[idx], train_y[idx]
     return {"train": FeatureBatches(train_x, train_y, device),
             "val": FeatureBatches(d["val_features"], d["val_labels"], device),
             "test": FeatureBatches(d["test_features"], d["test_labels"], device)}
+
+
+def _damaged(path: Path, problem: str):
+    import shlex
+
+    from fmnist.integrity import DamagedFileError, snakemake_command
+
+    return DamagedFileError(
+        [(path, problem)],
+        f"rm -f {shlex.quote(str(path))} && {snakemake_command()} "
+        "(the next run of the workflow computes the features again and trains the runs that use them)",
+    )
+
+
+def _load_checked(path: Path) -> dict:
+    """The feature file's contents, each split a float (N, D) feature matrix and N int64 labels."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise _damaged(path, "it is missing") from None
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, ValueError,
+            AttributeError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _damaged(path, f"not a loadable feature file ({first[:200]})") from None
+    if not isinstance(d, dict):
+        raise _damaged(path, "does not hold a dict of feature tensors")
+    missing = [k for k in FEATURE_KEYS if not isinstance(d.get(k), torch.Tensor)]
+    if missing:
+        raise _damaged(path, f"lacks the tensor(s) {', '.join(missing)}")
+    for split in ("train", "val", "test"):
+        x, y = d[f"{split}_features"], d[f"{split}_labels"]
+        if x.dim() != 2 or not x.is_floating_point() or y.dim() != 1 or y.dtype != torch.int64 or len(x) != len(y):
+            raise _damaged(path, f"its {split} split is not an (N, D) float feature matrix with N int64 labels")
+    return d
 
 
 def attach_head(loop) -> None:

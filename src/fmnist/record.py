@@ -10,14 +10,21 @@ Layout of a record directory:
                        table of the figures the record covers: what the READMEs show between their
                        <!-- record:<name>:start/end --> markers
     summary.html       the workflow's report, when the study has been run to the end
+    SHA256SUMS         the SHA-256 of every file under runs/ and under an archive's runs/ (such as
+                       b_valloss/runs/), in `sha256sum` format (`sha256sum -c SHA256SUMS` checks it too)
 
 `export` copies what a workflow directory has finished and aggregates; `rebuild` aggregates a record's
-runs again into another directory; `check` compares the two, so the record cannot drift from its runs.
+runs again into another directory; `check` compares the two, so the record cannot drift from its runs,
+and checks every run file against SHA256SUMS (and against the hashes its metrics.json recorded, where
+it has them), so no run file can be edited after export unnoticed: the tables are rebuilt from
+metrics.json only, and history.csv and confusion.csv would otherwise go unchecked.
 Exporting again after more runs finished adds them: a long record is committed as it grows.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import shutil
 import tempfile
@@ -29,6 +36,8 @@ from fmnist import aggregate, compare, experiments
 from fmnist import config as fmnist_config
 
 RUN_FILES = ("metrics.json", "history.csv", "confusion.csv")
+MANIFEST = "SHA256SUMS"
+EDITED = f"its SHA-256 is not the one in {MANIFEST} (edited after export)"
 HEADLINE_COLUMNS = ["report", "figure", "metric", "published", "seeds", "reproduced mean",
                     "95% prediction interval", "verdict"]
 
@@ -50,6 +59,13 @@ def export(configfile: Path | str, results_dir: Path | str, dest: Path | str,
     runs, _ = experiments.expand(cfg)
     done = finished_runs(results_dir, list(runs))
     dest.mkdir(parents=True, exist_ok=True)
+    # Never bless an edit: a run file not exported now must still be what was exported (a file moved
+    # or added by hand, such as an archive's, is listed anew).
+    edited = [p for p in manifest_problems(dest, skip={f"runs/{rid}/{n}" for rid in done for n in RUN_FILES})
+              if p.endswith(EDITED)]
+    if edited:
+        raise ValueError(f"{dest}: " + "; ".join(edited) + f"; restore it (e.g. git checkout -- {dest}), "
+                         "then export again")
     shutil.copyfile(configfile, dest / "config.yaml")
     published = Path(published or cfg["report"]["published"] or "config/published.yaml")
     shutil.copyfile(published, dest / "published.yaml")
@@ -60,6 +76,7 @@ def export(configfile: Path | str, results_dir: Path | str, dest: Path | str,
             shutil.copyfile(results_dir / "runs" / rid / name, dest / "runs" / rid / name)
     if report is not None and Path(report).exists() and len(done) == len(runs):
         shutil.copyfile(report, dest / "summary.html")
+    write_manifest(dest)
     tables = rebuild(dest, dest)
     return {"runs": len(runs), "finished": len(done), "tables": tables}
 
@@ -156,9 +173,83 @@ def update_readme(readme: Path | str, name: str, table: str) -> None:
     readme.write_text(f"{head}{start}\n{table.strip()}\n{end}{tail}")
 
 
-def check(record: Path | str) -> list[str]:
-    """Rebuild a record's tables from its runs; return the files that differ from the committed ones."""
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def run_files(record: Path | str) -> list[str]:
+    """Every file under the record's runs/ and under an archive's runs/ (e.g. b_valloss/runs/), relative."""
     record = Path(record)
+    return sorted(p.relative_to(record).as_posix() for p in record.rglob("*")
+                  if p.is_file() and "runs" in p.relative_to(record).parts[:-1])
+
+
+def read_manifest(record: Path | str) -> dict[str, str]:
+    """Relative path -> SHA-256 from the record's SHA256SUMS (empty when it has none)."""
+    path = Path(record) / MANIFEST
+    if not path.exists():
+        return {}
+    out = {}
+    for line in path.read_text().splitlines():
+        digest, _, name = line.partition("  ")
+        if line.strip():
+            out[name] = digest
+    return out
+
+
+def write_manifest(record: Path | str) -> None:
+    """SHA256SUMS of every run file of the record, in `sha256sum` format."""
+    record = Path(record)
+    lines = [f"{sha256(record / rel)}  {rel}\n" for rel in run_files(record)]
+    (record / MANIFEST).write_text("".join(lines))
+
+
+def manifest_problems(record: Path | str, skip: set[str] = frozenset()) -> list[str]:
+    """Run files that differ from SHA256SUMS, are missing or are not listed (`skip`: paths not checked)."""
+    record = Path(record)
+    listed = read_manifest(record)
+    present = set(run_files(record))
+    problems = []
+    for rel in sorted((set(listed) | present) - set(skip)):
+        if rel not in present:
+            problems.append(f"{rel}: listed in {MANIFEST} but missing")
+        elif rel not in listed:
+            problems.append(f"{rel}: not in {MANIFEST}")
+        elif sha256(record / rel) != listed[rel]:
+            problems.append(f"{rel}: {EDITED}")
+    return problems
+
+
+def recorded_hash_problems(record: Path | str) -> list[str]:
+    """Run files whose SHA-256 is not the one their run's metrics.json recorded when the run wrote them."""
+    record = Path(record)
+    problems = []
+    for metrics in sorted(record.glob("**/runs/*/metrics.json")):
+        files = json.loads(metrics.read_text()).get("files") or {}
+        for name, digest in sorted(files.items()):
+            path = metrics.parent / name
+            if path.exists() and sha256(path) != digest:
+                rel = path.relative_to(record).as_posix()
+                problems.append(f"{rel}: its SHA-256 is not the one its metrics.json recorded")
+    return problems
+
+
+def check(record: Path | str) -> list[str]:
+    """Rebuild a record's tables from its runs; return the files that differ from the committed ones,
+    and the run files that differ from SHA256SUMS or from the hashes their metrics.json recorded."""
+    record = Path(record)
+    problems = [f"{MANIFEST}: missing (python -m fmnist record export writes it)"] if not (
+        record / MANIFEST).exists() else []
+    problems += manifest_problems(record) if not problems else []
+    problems += recorded_hash_problems(record)
+    return problems + _table_problems(record)
+
+
+def _table_problems(record: Path) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         rebuild(record, out)

@@ -157,8 +157,8 @@ def run_config(wildcards):
     return experiments.canonical_json(RUNS[wildcards.run])
 
 
-# The code identity of each run (a param of train): editing its model family file reruns it, other
-# families' do not.
+# The code identity of each run (a param of train): its model family's module and class, the trainer
+# and every fmnist module they import (fmnist.codeid). Editing one family's file reruns its runs only.
 TRAIN_CODE = codeid.train_code_ids(RUNS)
 
 

@@ -32,5 +32,6 @@ rule prepare:
         split_seed=config["data"]["split_seed"],
         train_limit=config["data"]["train_limit"],
         test_limit=config["data"]["test_limit"],
+        code=codeid.code_id(codeid.DATA_MODULES),
     script:
         "../scripts/prepare.py"

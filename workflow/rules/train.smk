@@ -16,6 +16,8 @@ rule features:
         gpu=gpu_per_run(),
     params:
         spec=lambda wildcards: FEATURE_SETS[wildcards.feature_set],
+        # the feature code and the backbone's family module (fmnist.codeid)
+        code=lambda wildcards: codeid.features_code_id(FEATURE_SETS[wildcards.feature_set]),
         device=config["device"],
     script:
         "../scripts/features.py"
