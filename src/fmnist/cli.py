@@ -78,6 +78,7 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_models(args) -> int:
+    """List the presets (no torch import: instant), or with --measure count and time each one."""
     from fmnist import models
 
     names = models.known_models()
@@ -88,14 +89,32 @@ def cmd_models(args) -> int:
                 models.get_preset(n)
             except KeyError as exc:
                 raise ConfigError(str(exc)) from None
-    if args.list:
-        for name in names:
-            p = models.PRESETS[name]
-            print(f"{name:24s} report {p.source}  {p.summary}")
-        return 0
+    if not args.measure:
+        return _list_models(names, args.json)
+    return _measure_models(names, args)
 
+
+def _list_models(names: list[str], as_json: bool) -> int:
+    from fmnist import models
+
+    if as_json:
+        json.dump([{"model": n, "family": models.PRESETS[n].module, "source": models.PRESETS[n].source,
+                    "summary": models.PRESETS[n].summary, "args": models.PRESETS[n].args} for n in names],
+                  sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"{'model':22s} {'family':10s} {'report':6s} summary")
+    for name in names:
+        p = models.PRESETS[name]
+        print(f"{name:22s} {p.module:10s} {p.source:6s} {p.summary}")
+    print(f"{len(names)} presets; --measure adds parameters, MACs per image and training images/s here")
+    return 0
+
+
+def _measure_models(names: list[str], args) -> int:
     import torch
 
+    from fmnist import models
     from fmnist.models import measure
     from fmnist.runtime import device_name, select_device
 
@@ -298,12 +317,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out")
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("models", help="the model presets: parameters, MACs per image, training images/s")
-    p.add_argument("--list", action="store_true", help="names, sources and summaries only (no measuring)")
+    p = sub.add_parser("models", help="the model presets; --measure: parameters, MACs per image, training images/s")
+    p.add_argument("--measure", action="store_true",
+                   help="build each preset and measure it (parameters, MACs, a timed training burst)")
+    p.add_argument("--list", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
     p.add_argument("--json", action="store_true", help="one JSON object per preset")
     p.add_argument("--models", help="comma-separated preset names (default: all)")
     p.add_argument("--seconds", type=float, default=3.0,
-                   help="length of the timed training burst per model; 0 skips it (default 3)")
+                   help="with --measure: the timed training burst per model; 0 skips it (default 3)")
     p.add_argument("--batch-size", type=int, default=64, help="batch of the training burst (default 64)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
