@@ -254,6 +254,34 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def cmd_status(args) -> int:
+    """Print the study's status; with --watch, again every --interval seconds until nothing is left."""
+    import time
+
+    from fmnist import status
+
+    cfg = _load(args.configfile)
+    name = args.configfile or str(DEFAULT_CONFIG.relative_to(REPO_ROOT))
+    clear = "\033[H\033[J" if sys.stdout.isatty() else ""
+    try:
+        while True:
+            s = status.study_status(cfg, args.directory)
+            if args.json:
+                json.dump(s, sys.stdout, indent=2)
+                print()
+            else:
+                stamp = time.strftime("%H:%M:%S")
+                print(f"{clear if args.watch else ''}{status.render(s, name)}"
+                      + (f"\n(updated {stamp}; every {args.interval:g} s; Ctrl-C to stop)" if args.watch else ""),
+                      flush=True)
+            left = s["counts"]["running"] + s["counts"]["interrupted"] + s["counts"]["waiting"]
+            if not args.watch or not left or not s["snakemake_running"]:
+                return 0
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+
+
 def cmd_record_export(args) -> int:
     from fmnist import record
 
@@ -392,6 +420,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_deform)
+
+    p = sub.add_parser("status", help="how far a study has got: finished, running (epoch, val accuracy, ETA), "
+                                      "failed and waiting runs, and the study's ETA")
+    p.add_argument("--configfile", help=f"the study's config (default {DEFAULT_CONFIG.relative_to(REPO_ROOT)})")
+    p.add_argument("--directory", default=".", help="the workflow's working directory (default: here; smoke/ in smoke mode)")
+    p.add_argument("--watch", action="store_true", help="print again every --interval seconds while snakemake runs")
+    p.add_argument("--interval", type=float, default=10.0, help="seconds between updates with --watch (default 10)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
 
     rec = sub.add_parser("record", help="a study's record in git: export finished runs, check its tables")
     rec = rec.add_subparsers(dest="record_command", required=True)
