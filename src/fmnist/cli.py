@@ -282,6 +282,28 @@ def cmd_status(args) -> int:
         return 0
 
 
+def cmd_export(args) -> int:
+    """Write the config's finished runs to TensorBoard event files and/or an MLflow store."""
+    from fmnist import export
+
+    if not (args.tensorboard or args.mlflow or args.mlflow_uri):
+        raise ConfigError("nothing to export to: give --tensorboard DIR, --mlflow DIR or --mlflow-uri URI")
+    cfg = _load(args.configfile)
+    runs = export.finished_runs(cfg, args.results)
+    if not runs:
+        print(f"fmnist: no finished run of this config in {args.results}/runs (run the study first)", file=sys.stderr)
+        return 1
+    try:
+        if args.tensorboard:
+            export.to_tensorboard(runs, args.tensorboard)
+        for uri in filter(None, [args.mlflow and export.mlflow_uri_for(args.mlflow), args.mlflow_uri]):
+            export.to_mlflow(runs, uri, experiment=args.mlflow_experiment)
+    except export.ExportError as exc:
+        print(f"fmnist: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_record_export(args) -> int:
     from fmnist import record
 
@@ -429,6 +451,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, default=10.0, help="seconds between updates with --watch (default 10)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("export", help="finished runs to TensorBoard event files and/or an MLflow store "
+                                      "(needs the [export] extra)")
+    p.add_argument("--configfile", help=f"the study's config (default {DEFAULT_CONFIG.relative_to(REPO_ROOT)})")
+    p.add_argument("--results", default="results", help="the workflow's results directory (default results)")
+    p.add_argument("--tensorboard", metavar="DIR", help="one folder of event files per run under DIR")
+    p.add_argument("--mlflow", metavar="DIR", help="a local MLflow file store in DIR")
+    p.add_argument("--mlflow-uri", metavar="URI", help="any MLflow tracking URI (sqlite:///mlflow.db, http://...)")
+    p.add_argument("--mlflow-experiment", default="fmnist", help="MLflow experiment name (default fmnist)")
+    p.set_defaults(func=cmd_export)
 
     rec = sub.add_parser("record", help="a study's record in git: export finished runs, check its tables")
     rec = rec.add_subparsers(dest="record_command", required=True)
