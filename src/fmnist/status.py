@@ -4,8 +4,10 @@ Read from the files a study leaves, with no torch import and nothing written: a 
 when `results/runs/<run>/metrics.json` holds this config's resolved run (the run cache may link
 another config's result there); otherwise its log `logs/train/<run>.log` tells the rest. The log's
 last attempt (from its "job started" line) is *failed* when it ends in a traceback or an fmnist
-error, *running* while a Snakemake holds this directory's lock (`.snakemake/locks/`), and
-*interrupted* without one (the next `snakemake` resumes it from `resume.pt`). No log: *waiting*.
+error; a log that ended with a result, or trains to another number of epochs, is another config's
+(the run is *waiting* for this one); otherwise the run is *running* while a Snakemake holds this
+directory's lock (`.snakemake/locks/`), and *interrupted* without one (the next `snakemake` resumes
+it from `resume.pt`). No log: *waiting*.
 
 What we chose where nothing tells us:
 - A running run's ETA is its remaining epochs times the mean of its last five epochs' seconds
@@ -30,6 +32,7 @@ from pathlib import Path
 START = re.compile(r"^==== (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) job started \(pid (\d+)\) ====$")
 EPOCH = re.compile(r"\bepoch (\d+)/(\d+) .*\bval_acc ([0-9.]+|nan) .* ([0-9.]+)s(?: \*)?$")
 RESUMED = re.compile(r"\bresuming after epoch (\d+)\b")
+ENDED = re.compile(r"\] (ok|diverged|not_learned): test accuracy ")
 FAILURE = re.compile(r"^(Traceback \(most recent call last\)|fmnist: |[A-Za-z_.]*(Error|Exception): )")
 RECENT_EPOCHS = 5
 
@@ -83,6 +86,7 @@ class LogInfo:
     val_accuracy: float | None = None
     epoch_seconds: list[float] = field(default_factory=list)
     failure: str = ""
+    ended: bool = False  # the attempt wrote its result line (fmnist.train's last)
     mtime: float = 0.0
 
 
@@ -104,6 +108,8 @@ def read_log(path: Path) -> LogInfo | None:
             info.epoch_seconds.append(float(m.group(4)))
         elif m := RESUMED.search(line):
             info.epoch = int(m.group(1))
+        elif ENDED.search(line):
+            info.ended = True
         elif not info.failure and FAILURE.match(line):
             info.failure = line
         elif info.failure.startswith("Traceback") and line and not line.startswith(" "):
@@ -152,7 +158,8 @@ def run_status(run: dict, workdir: Path, active: bool, planned: float | None, no
                          val_accuracy=metrics.get("best_val_accuracy"), test_accuracy=metrics.get("test_accuracy"),
                          result=metrics["status"], train_seconds=metrics.get("train_seconds"))
     log = read_log(workdir / "logs" / "train" / f"{rid}.log")
-    if log is None or log.started is None:
+    if log is None or log.started is None or log.ended or (log.epochs is not None and log.epochs != epochs):
+        # no attempt yet, or the log of a run of another config (it ended, or trains to other epochs)
         return RunStatus(rid, "waiting", epochs, remaining_seconds=planned, estimate_from="plan" if planned else "")
     st = RunStatus(rid, "running" if active else "interrupted", epochs, epoch=log.epoch,
                    val_accuracy=log.val_accuracy)
