@@ -117,6 +117,9 @@ def test_a_waiting_run_is_estimated_from_its_finished_seeds(tmp_path, prepared_s
     (waiting,) = [r for r in s["runs"] if r["state"] == "waiting"]
     assert waiting["run"] == "standard_cnn.none.default.s1"
     assert waiting["remaining_seconds"] == metrics["train_seconds"] and waiting["estimate_from"] == "finished seeds"
+    line = next(x for x in status.render(s, "t.yaml").splitlines() if x.strip().startswith("standard_cnn.none.default "))
+    assert line.split()[1:3] == ["seed", "1"]
+    assert f"about {status.format_duration(metrics['train_seconds'])} each (finished seeds)" in line
 
 
 def test_result_line_names_run_accuracy_epochs_and_time():

@@ -247,7 +247,7 @@ def render(status: dict, configfile: str) -> str:
         lines.append("\nrunning" if by_state["running"] else "\ninterrupted")
         for r in by_state["running"] + by_state["interrupted"]:
             eta = "ETA unknown" if r["remaining_seconds"] is None else \
-                f"ETA {format_duration(r['remaining_seconds'])} ({r['estimate_from']})"
+                f"ETA at most {format_duration(r['remaining_seconds'])} ({r['estimate_from']})"
             tag = "" if r["state"] == "running" else "[interrupted] "
             lines.append(f"  {r['run']:{width}s}  {tag}epoch {r['epoch']:>3d}/{r['epochs']:<3d}  "
                          f"val acc {_pct(r['val_accuracy'])}  {eta}" + (f"  — {r['note']}" if r["note"] else ""))
@@ -262,11 +262,16 @@ def render(status: dict, configfile: str) -> str:
             lines.append(f"  {r['run']:{width}s}  test acc {_pct(r['test_accuracy'])}  epochs {r['epoch']}/{r['epochs']}  "
                          f"{format_duration(r['train_seconds'])}{extra}")
     if by_state["waiting"]:
-        lines.append("\nwaiting")
+        lines.append("\nwaiting (by experiment: its seeds, and the training time of one run)")
+        groups: dict[str, list[dict]] = {}
         for r in by_state["waiting"]:
-            est = "no estimate" if r["remaining_seconds"] is None else \
-                f"about {format_duration(r['remaining_seconds'])} ({r['estimate_from']})"
-            lines.append(f"  {r['run']:{width}s}  {est}")
+            groups.setdefault(r["run"].rsplit(".s", 1)[0], []).append(r)
+        for experiment, rs in groups.items():
+            est = [r["remaining_seconds"] for r in rs if r["remaining_seconds"] is not None]
+            each = "no estimate" if not est else \
+                f"about {format_duration(max(est))} each ({rs[0]['estimate_from']})"
+            seeds = ", ".join(r["run"].rsplit(".s", 1)[1] for r in rs)
+            lines.append(f"  {experiment:{width}s}  seed{'s' if len(rs) > 1 else ''} {seeds}  {each}")
     lines.append("")
     left = c["running"] + c["interrupted"] + c["waiting"]
     if not left:
