@@ -134,8 +134,13 @@ def test_result_line_names_run_accuracy_epochs_and_time():
 @pytest.mark.slow
 def test_a_study_prints_one_result_line_per_run_and_status_reports_it_done(tmp_path):
     root = make_workflow(tmp_path / "wf", tiny_config(studies={"tiny": {"seeds": [0, 1]}}))
+    # what the workflow calls while it is parsed (common.smk), added here to this copy of it
+    with (root / "workflow" / "rules" / "common.smk").open("a") as fh:
+        fh.write("\n\nfrom fmnist.status import quiet_cache_messages\n\nquiet_cache_messages()\n")
     proc = snakemake(root)
     out = proc.stdout + proc.stderr
+    assert "to cache." not in out and "from cache." not in out  # the run cache is on (profiles/default)
+    assert (root / "cache").is_dir() and any((root / "cache").iterdir())
     for seed in (0, 1):
         rid = f"standard_cnn.none.default.s{seed}"
         metrics = json.loads((root / "results" / "runs" / rid / "metrics.json").read_text())
