@@ -1,4 +1,5 @@
-"""Command line: list runs, fetch and prepare data, train one run by hand, inspect models, benchmark, plan."""
+"""Command line: list runs, fetch and prepare data, train one run by hand, list models, follow a
+study (status), export runs to TensorBoard/MLflow, benchmark, plan."""
 
 from __future__ import annotations
 
