@@ -16,7 +16,7 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -e '.[dev,cluster]'
+	$(BIN)/pip install -e '.[dev,cluster,export]'
 	touch $@
 
 # Debian packages: the offline copy of Fashion-MNIST (the download rule falls back to the canonical

@@ -166,3 +166,59 @@ def test_page_in_headless_chromium(chromium, study, tmp_path):
     shot.unlink(missing_ok=True)
     _chromium("--window-size=1280,4200", f"--screenshot={shot}", study["html"].as_uri(), tmp=tmp_path)
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+# Injected into a test copy: where the published tables' verdict cells lie and how tall their rows are.
+LAYOUT_PROBE = """<script>window.addEventListener('load',()=>{const b=document.body.dataset;
+const tables=[...document.querySelectorAll('table.published')].filter(t=>t.offsetParent!==null);
+const cells=tables.flatMap(t=>[...t.querySelectorAll('th.verdict, td.verdict')]);
+b.viewport=window.innerWidth;b.tables=tables.length;b.verdicts=cells.length;
+b.verdictright=Math.max(...cells.map(c=>c.getBoundingClientRect().right-Math.min(window.innerWidth,(c.closest('.scroll')||document.body).getBoundingClientRect().right)));
+b.rowheight=Math.max(...tables.flatMap(t=>[...t.rows].slice(1)).map(r=>r.getBoundingClientRect().height));
+b.line=parseFloat(getComputedStyle(document.querySelector('table.published td')).lineHeight)||16;
+b.done='1'})</script>"""
+
+
+RECORD = REPO / "docs" / "record" / "cpu" / "b_valloss"
+
+
+@pytest.fixture(scope="module")
+def record_page(tmp_path_factory) -> Path:
+    """The committed CPU record's runs (report B's and D's published figures, their real labels and
+    notes) rendered with this checkout's templates: the page whose layout was reported."""
+    from fmnist import config as fconfig
+    from fmnist import experiments, record
+
+    out = tmp_path_factory.mktemp("record")
+    record.rebuild(RECORD, out)
+    _, studies = experiments.expand(fconfig.load(RECORD / "config.yaml"))
+    html = out / "summary.html"
+    report.write_report(html, REPO / "src" / "fmnist" / "templates" / "summary.html.j2", runs_csv=out / "runs.csv",
+                        experiments_csv=out / "experiments.csv", tables_dir=out / "tables", studies=studies,
+                        descriptions={}, sweeps=[], figures_dir=out / "figures", run_dir=RECORD / "runs",
+                        config_hash="record", repo=REPO)
+    return html
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (CI installs it)")
+def test_published_verdicts_are_in_view_at_1280_px(record_page, tmp_path):
+    """At 1280 px the verdict column of every open published table lies inside the viewport (no
+    horizontal scroll to reach it, not even within its table's scroll box), and the long notes do not make rows tall (they fold away)."""
+    probe = tmp_path / "layout.html"
+    probe.write_text(record_page.read_text().replace("</body>", LAYOUT_PROBE + "</body>", 1))
+    proc = _chromium("--window-size=1280,2000", "--virtual-time-budget=5000", "--dump-dom", probe.as_uri(), tmp=tmp_path)
+    body = re.search(r"<body[^>]*>", proc.stdout)
+    assert body, f"chromium printed no DOM:\n{proc.stderr[-3000:]}"
+    attrs = dict(re.findall(r'data-([a-z]+)="([^"]*)"', body.group(0)))
+    assert attrs.get("done") == "1", proc.stderr[-3000:]
+    assert int(attrs["viewport"]) <= 1280 and int(attrs["tables"]) >= 2  # reports B and D
+    assert int(attrs["verdicts"]) >= 2 * int(attrs["tables"])  # a header and at least one row each
+    # how far the furthest verdict cell reaches past what is visible (its scroll box, the viewport)
+    assert float(attrs["verdictright"]) <= 0, attrs
+    # label (up to two lines), experiment id and a folded note: never the note's many lines
+    assert float(attrs["rowheight"]) <= 5 * float(attrs["line"]), attrs
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "record-1280.png"
+    shot.unlink(missing_ok=True)
+    _chromium("--window-size=1280,3000", f"--screenshot={shot}", record_page.as_uri(), tmp=tmp_path)
+    assert shot.exists()

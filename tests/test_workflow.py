@@ -40,7 +40,7 @@ def test_full_run_produces_every_output(done):
         for f in ("history.csv", "confusion.csv", "model.pt", "curves.png", "confusion.png"):
             assert (done / f"results/runs/{rid}/{f}").stat().st_size > 0
         assert (done / f"logs/train/{rid}.log").read_text().count("epoch ") >= 2
-        # The run cache holds the outputs; the run directory links to them (README, Reliability).
+        # The run cache holds the outputs; the run directory links to them (docs/reliability.md).
         assert (done / f"results/runs/{rid}/metrics.json").resolve().parent == done / "cache"
     for f in ("results/runs.csv", "results/experiments.csv", "results/tables/study_tiny.csv"):
         assert (done / f).exists()

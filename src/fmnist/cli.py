@@ -1,4 +1,5 @@
-"""Command line: list runs, fetch and prepare data, train one run by hand, inspect models, benchmark, plan."""
+"""Command line: list runs, fetch and prepare data, train one run by hand, list models, follow a
+study (status), export runs to TensorBoard/MLflow, benchmark, plan."""
 
 from __future__ import annotations
 
@@ -78,6 +79,7 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_models(args) -> int:
+    """List the presets (no torch import: instant), or with --measure count and time each one."""
     from fmnist import models
 
     names = models.known_models()
@@ -88,14 +90,32 @@ def cmd_models(args) -> int:
                 models.get_preset(n)
             except KeyError as exc:
                 raise ConfigError(str(exc)) from None
-    if args.list:
-        for name in names:
-            p = models.PRESETS[name]
-            print(f"{name:24s} report {p.source}  {p.summary}")
-        return 0
+    if not args.measure:
+        return _list_models(names, args.json)
+    return _measure_models(names, args)
 
+
+def _list_models(names: list[str], as_json: bool) -> int:
+    from fmnist import models
+
+    if as_json:
+        json.dump([{"model": n, "family": models.PRESETS[n].module, "source": models.PRESETS[n].source,
+                    "summary": models.PRESETS[n].summary, "args": models.PRESETS[n].args} for n in names],
+                  sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"{'model':22s} {'family':10s} {'report':6s} summary")
+    for name in names:
+        p = models.PRESETS[name]
+        print(f"{name:22s} {p.module:10s} {p.source:6s} {p.summary}")
+    print(f"{len(names)} presets; --measure adds parameters, MACs per image and training images/s here")
+    return 0
+
+
+def _measure_models(names: list[str], args) -> int:
     import torch
 
+    from fmnist import models
     from fmnist.models import measure
     from fmnist.runtime import device_name, select_device
 
@@ -235,6 +255,56 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def cmd_status(args) -> int:
+    """Print the study's status; with --watch, again every --interval seconds until nothing is left."""
+    import time
+
+    from fmnist import status
+
+    cfg = _load(args.configfile)
+    name = args.configfile or str(DEFAULT_CONFIG.relative_to(REPO_ROOT))
+    clear = "\033[H\033[J" if sys.stdout.isatty() else ""
+    try:
+        while True:
+            s = status.study_status(cfg, args.directory)
+            if args.json:
+                json.dump(s, sys.stdout, indent=2)
+                print()
+            else:
+                stamp = time.strftime("%H:%M:%S")
+                print(f"{clear if args.watch else ''}{status.render(s, name)}"
+                      + (f"\n(updated {stamp}; every {args.interval:g} s; Ctrl-C to stop)" if args.watch else ""),
+                      flush=True)
+            left = s["counts"]["running"] + s["counts"]["interrupted"] + s["counts"]["waiting"]
+            if not args.watch or not left or not s["snakemake_running"]:
+                return 0
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_export(args) -> int:
+    """Write the config's finished runs to TensorBoard event files and/or an MLflow store."""
+    from fmnist import export
+
+    if not (args.tensorboard or args.mlflow or args.mlflow_uri):
+        raise ConfigError("nothing to export to: give --tensorboard DIR, --mlflow DIR or --mlflow-uri URI")
+    cfg = _load(args.configfile)
+    runs = export.finished_runs(cfg, args.results)
+    if not runs:
+        print(f"fmnist: no finished run of this config in {args.results}/runs (run the study first)", file=sys.stderr)
+        return 1
+    try:
+        if args.tensorboard:
+            export.to_tensorboard(runs, args.tensorboard)
+        for uri in filter(None, [args.mlflow and export.mlflow_uri_for(args.mlflow), args.mlflow_uri]):
+            export.to_mlflow(runs, uri, experiment=args.mlflow_experiment)
+    except export.ExportError as exc:
+        print(f"fmnist: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_record_export(args) -> int:
     from fmnist import record
 
@@ -298,12 +368,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out")
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("models", help="the model presets: parameters, MACs per image, training images/s")
-    p.add_argument("--list", action="store_true", help="names, sources and summaries only (no measuring)")
+    p = sub.add_parser("models", help="the model presets; --measure: parameters, MACs per image, training images/s")
+    p.add_argument("--measure", action="store_true",
+                   help="build each preset and measure it (parameters, MACs, a timed training burst)")
+    p.add_argument("--list", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
     p.add_argument("--json", action="store_true", help="one JSON object per preset")
     p.add_argument("--models", help="comma-separated preset names (default: all)")
     p.add_argument("--seconds", type=float, default=3.0,
-                   help="length of the timed training burst per model; 0 skips it (default 3)")
+                   help="with --measure: the timed training burst per model; 0 skips it (default 3)")
     p.add_argument("--batch-size", type=int, default=64, help="batch of the training burst (default 64)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
@@ -371,6 +443,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_deform)
+
+    p = sub.add_parser("status", help="how far a study has got: finished, running (epoch, val accuracy, ETA), "
+                                      "failed and waiting runs, and the study's ETA")
+    p.add_argument("--configfile", help=f"the study's config (default {DEFAULT_CONFIG.relative_to(REPO_ROOT)})")
+    p.add_argument("--directory", default=".", help="the workflow's working directory (default: here; smoke/ in smoke mode)")
+    p.add_argument("--watch", action="store_true", help="print again every --interval seconds while snakemake runs")
+    p.add_argument("--interval", type=float, default=10.0, help="seconds between updates with --watch (default 10)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("export", help="finished runs to TensorBoard event files and/or an MLflow store "
+                                      "(needs the [export] extra)")
+    p.add_argument("--configfile", help=f"the study's config (default {DEFAULT_CONFIG.relative_to(REPO_ROOT)})")
+    p.add_argument("--results", default="results", help="the workflow's results directory (default results)")
+    p.add_argument("--tensorboard", metavar="DIR", help="one folder of event files per run under DIR")
+    p.add_argument("--mlflow", metavar="DIR", help="a local MLflow file store in DIR")
+    p.add_argument("--mlflow-uri", metavar="URI", help="any MLflow tracking URI (sqlite:///mlflow.db, http://...)")
+    p.add_argument("--mlflow-experiment", default="fmnist", help="MLflow experiment name (default fmnist)")
+    p.set_defaults(func=cmd_export)
 
     rec = sub.add_parser("record", help="a study's record in git: export finished runs, check its tables")
     rec = rec.add_subparsers(dest="record_command", required=True)

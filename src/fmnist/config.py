@@ -105,7 +105,7 @@ def validate(
     schema: dict | None = None,
     fill_defaults: bool = True,
     what: str = "invalid configuration",
-    fix: str = "Fix the keys above in your config file (reference: README, 'Configuration').",
+    fix: str = "Fix the keys above in your config file (reference: docs/workflow.md, 'Configuration', and src/fmnist/schema.yaml).",
 ) -> dict:
     """Validate `config` in place (filling defaults) and return it; raise ConfigError on problems.
 

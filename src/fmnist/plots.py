@@ -70,30 +70,37 @@ def _empty(ax, text: str) -> None:
 
 def effects(effects_csv: Path | str, out: Path | str) -> None:
     """Forest plot: each augmentation's paired change in test accuracy vs the baseline, with its 95% CI."""
-    df = pd.read_csv(effects_csv)
-    n = len(df)
-    fig, ax = plt.subplots(figsize=(8, max(2.0, 0.42 * n + 1.1)), dpi=100)
-    if not n:
-        _empty(ax, "no augmentation has a baseline run to compare with")
-    else:
-        y = np.arange(n)[::-1]
-        colors = {"better": "#1d6b2a", "worse": "#b3261e"}
-        for yi, (_, r) in zip(y, df.iterrows(), strict=True):
-            c = colors.get(r["verdict"], "#3b5998")
-            if not np.isnan(r["ci95_low"]):
-                ax.plot([r["ci95_low"], r["ci95_high"]], [yi, yi], color=c, lw=2.2, alpha=0.8)
-            ax.plot(r["difference_mean"], yi, "o", color=c, ms=6)
-        ax.axvline(0, color="grey", lw=1)
-        labels = [f"{r.model} [{r.setting}]: {r.augmentation} ({r.pairs} seeds)" for r in df.itertuples()]
-        ax.set_yticks(y, labels, fontsize=8)
-        ax.set_xlabel(f"change in test accuracy vs '{df['baseline'].iloc[0]}' (percentage points, paired by seed)")
-        ax.grid(axis="x", alpha=0.3)
-        family = int(df["comparisons"].iloc[0]) if "comparisons" in df else n
-        ax.set_title(f"Augmentation effects: mean and unadjusted 95% interval; green/red: better/worse "
-                     f"after Holm over {family} comparisons", fontsize=9)
-    fig.tight_layout()
+    fig = effects_figure(pd.read_csv(effects_csv))
     fig.savefig(out)
     plt.close(fig)
+
+
+def effects_figure(df: pd.DataFrame):
+    """The forest plot as a figure. Its title is the figure's, on two lines from the left edge: over
+    the axes alone (which start right of the long row labels) it was clipped at the right."""
+    n = len(df)
+    fig, ax = plt.subplots(figsize=(8, max(2.2, 0.42 * n + 1.5)), dpi=100, layout="constrained")
+    if not n:
+        _empty(ax, "no augmentation has a baseline run to compare with")
+        return fig
+    y = np.arange(n)[::-1]
+    colors = {"better": "#1d6b2a", "worse": "#b3261e"}
+    for yi, (_, r) in zip(y, df.iterrows(), strict=True):
+        c = colors.get(r["verdict"], "#3b5998")
+        if not np.isnan(r["ci95_low"]):
+            ax.plot([r["ci95_low"], r["ci95_high"]], [yi, yi], color=c, lw=2.2, alpha=0.8)
+        ax.plot(r["difference_mean"], yi, "o", color=c, ms=6)
+    ax.axvline(0, color="grey", lw=1)
+    labels = [f"{r.model} [{r.setting}]: {r.augmentation} ({r.pairs} seeds)" for r in df.itertuples()]
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.set_ylim(-0.6, n - 0.4)
+    ax.set_xlabel(f"change in test accuracy vs '{df['baseline'].iloc[0]}' (percentage points, paired by seed)")
+    ax.grid(axis="x", alpha=0.3)
+    family = int(df["comparisons"].iloc[0]) if "comparisons" in df else n
+    fig.suptitle(f"Augmentation effects: mean and unadjusted 95% interval\n"
+                 f"green/red: better/worse after Holm's adjustment over {family} comparisons",
+                 fontsize=9, x=0.01, ha="left")
+    return fig
 
 
 def sweep(sweep_csv: Path | str, out: Path | str, title: str = "", log_x: bool | None = None) -> None:
@@ -133,11 +140,33 @@ def sweep(sweep_csv: Path | str, out: Path | str, title: str = "", log_x: bool |
 
 def pareto(experiments_csv: Path | str, out: Path | str) -> None:
     """Mean test accuracy against parameters and against training time, the Pareto front joined."""
+    fig = pareto_figure(pd.read_csv(experiments_csv))
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def pareto_figure(df: pd.DataFrame):
+    """The two Pareto panels as a figure. Front points carry a number, the same in both panels, and
+    a key beside the panels names them: experiment names written at the points overlapped wherever
+    experiments lie close (e.g. equal parameter counts); numbers still close are moved apart."""
     from fmnist.compare import pareto_front
 
-    df = pd.read_csv(experiments_csv)
-    df = df[df["test_accuracy_mean"].notna()] if len(df) else df
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
+    df = df[df["test_accuracy_mean"].notna()].reset_index(drop=True) if len(df) else df
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.4), dpi=100, layout="constrained",
+                             gridspec_kw={"width_ratios": [1, 1, 0.62]})
+    key_ax = axes[2]
+    key_ax.axis("off")
+    fronts = {}
+    for cost in ("params", "train_seconds_mean"):
+        if not df.empty:
+            fronts[cost] = np.array(pareto_front(list(df[cost].astype(float)), list(100 * df["test_accuracy_mean"])))
+    on_front = np.zeros(len(df), dtype=bool)
+    for f in fronts.values():
+        on_front |= f
+    # numbered by accuracy, best first
+    order = [i for i in np.argsort(-df["test_accuracy_mean"].to_numpy(), kind="stable") if on_front[i]] if len(df) else []
+    number = {int(i): k + 1 for k, i in enumerate(order)}
+    points = []
     for ax, cost, xlabel in ((axes[0], "params", "parameters"),
                              (axes[1], "train_seconds_mean", "training time per run (s)")):
         if df.empty:
@@ -145,22 +174,56 @@ def pareto(experiments_csv: Path | str, out: Path | str) -> None:
             continue
         x = df[cost].astype(float).to_numpy()
         y = 100 * df["test_accuracy_mean"].to_numpy()
-        front = np.array(pareto_front(list(x), list(y)))
+        front = fronts[cost]
         ax.scatter(x[~front], y[~front], s=22, color="#9aa5b8", label="dominated")
-        order = np.argsort(x[front])
-        ax.plot(x[front][order], y[front][order], "o-", color="#c0392b", ms=5, label="Pareto front")
-        for xi, yi, name in zip(x[front], y[front], df["experiment"][front], strict=True):
-            ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(4, -10), fontsize=7)
+        idx = np.flatnonzero(front)[np.argsort(x[front])]
+        ax.plot(x[idx], y[idx], "o-", color="#c0392b", ms=5, label="Pareto front")
         if (x > 0).all() and x.max() / x.min() >= 10:
             ax.set_xscale("log")
         ax.set(xlabel=xlabel, ylabel="mean test accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best")
+        points.append((ax, x[idx], y[idx], [number[int(i)] for i in idx]))
     axes[0].set_title("accuracy vs size", fontsize=10)
     axes[1].set_title("accuracy vs training time", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    if number:
+        key = "\n".join(f"{number[i]:>2d}  {df['experiment'][i]}" for i in order)
+        key_ax.text(0.0, 1.0, "Pareto front (either panel)\n" + key, va="top", ha="left", fontsize=8,
+                    family="monospace", transform=key_ax.transAxes)
+    # numbers last, on the final layout: the key and titles above change where the points land
+    fig.canvas.draw()
+    fig.set_layout_engine("none")
+    for ax, xs, ys, numbers in points:
+        _number_points(ax, xs, ys, numbers)
+    return fig
+
+
+def _number_points(ax, xs, ys, numbers, min_gap: float = 11.0) -> None:
+    """Write each number beside its point; labels that would touch (in points on the page) move
+    down, from the highest point on, until they are `min_gap` apart (up where the axes end), and
+    a moved label gets a thin leader line to its point."""
+    to_pt = 72.0 / ax.figure.dpi
+    px = ax.transData.transform(np.column_stack([xs, ys])) * to_pt
+    bottom, top = (ax.get_window_extent().y0 * to_pt + 4, ax.get_window_extent().y1 * to_pt - 10)
+    placed: list[tuple[float, float]] = []
+
+    def free(lx: float, ly: float) -> bool:
+        return not any(abs(lx - ox) < 18 and abs(ly - oy) < min_gap for ox, oy in placed)
+
+    for k in np.argsort(-px[:, 1], kind="stable"):
+        lx, ly0 = px[k, 0] + 5, min(px[k, 1] - 3, top)
+        ly = ly0
+        while not free(lx, ly) and ly > bottom:
+            ly -= min_gap / 2
+        if not free(lx, ly) or ly < bottom:
+            ly = ly0
+            while not free(lx, ly):
+                ly += min_gap / 2
+        placed.append((lx, ly))
+        dy = ly - (px[k, 1] - 3)
+        ax.annotate(str(numbers[k]), (xs[k], ys[k]), textcoords="offset points", xytext=(5, -3 + dy), fontsize=8,
+                    color="#7a1f16",
+                    arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "#7a1f16"} if abs(dy) > 1 else None)
 
 
 def class_distribution(prepared: Path | str, out: Path | str) -> None:

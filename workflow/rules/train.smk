@@ -38,7 +38,7 @@ rule train:
         ),
     log:
         "logs/train/{run}.log",
-    # The run cache (README, Reliability): a result of these exact params, code and inputs is restored,
+    # The run cache (docs/reliability.md): a result of these exact params, code and inputs is restored,
     # not retrained. Snakemake refuses `benchmark:` on a cached rule; metrics.json records the timings.
     cache: True
     conda:

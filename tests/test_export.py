@@ -1,0 +1,106 @@
+"""Export to TensorBoard and MLflow, read back with each library's own reader: the values must be the
+runs' own (history.csv per epoch, metrics.json at the end), not just files that exist."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import REPO, tiny_config, write_config
+
+from fmnist import config as fconfig
+from fmnist import experiments, train
+
+SEEDS = (0, 1)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, prepared_small) -> dict:
+    """Two real runs (2 epochs on a quarter of the small slice) in a results folder, and their config file."""
+    root = tmp_path_factory.mktemp("export")
+    cfgfile = write_config(root, tiny_config(defaults={"train_fraction": 0.25},
+                                             studies={"tiny": {"seeds": list(SEEDS)}}))
+    runs, _ = experiments.expand(fconfig.load(cfgfile))
+    for rid, run in runs.items():
+        train.train_run(run, prepared_small, root / "results" / "runs" / rid, device="cpu", threads=1,
+                        log=lambda _m: None)
+    return {"root": root, "config": cfgfile, "runs": sorted(runs)}
+
+
+def fmnist_export(study: dict, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.run([sys.executable, "-m", "fmnist", "export", "--configfile", str(study["config"]),
+                           "--results", str(study["root"] / "results"), *args],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=study["root"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def history(study: dict, rid: str) -> pd.DataFrame:
+    return pd.read_csv(study["root"] / "results" / "runs" / rid / "history.csv")
+
+
+def metrics(study: dict, rid: str) -> dict:
+    return json.loads((study["root"] / "results" / "runs" / rid / "metrics.json").read_text())
+
+
+def test_tensorboard_event_files_hold_each_epoch(study):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    dest = study["root"] / "tb"
+    out = fmnist_export(study, "--tensorboard", str(dest)).stdout
+    assert "2 run(s) written" in out
+    for rid in study["runs"]:
+        acc = EventAccumulator(str(dest / rid))
+        acc.Reload()
+        h = history(study, rid)
+        val = acc.Scalars("val/accuracy")
+        assert [e.step for e in val] == h["epoch"].tolist()
+        assert [e.value for e in val] == pytest.approx(h["val_accuracy"].tolist(), abs=1e-6)
+        assert [e.value for e in acc.Scalars("train/loss")] == pytest.approx(h["train_loss"].tolist(), rel=1e-6)
+        (test,) = acc.Scalars("test/accuracy")
+        m = metrics(study, rid)
+        assert test.value == pytest.approx(m["test_accuracy"], abs=1e-6) and test.step == m["epochs_run"]
+    # again: nothing changed, nothing written twice
+    assert "0 run(s) written, 2 unchanged" in fmnist_export(study, "--tensorboard", str(dest)).stdout
+    assert len(list((dest / study["runs"][0]).glob("events.out.tfevents.*"))) == 1
+
+
+def test_mlflow_store_holds_params_metrics_tags_and_the_metrics_file(study, tmp_path):
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3's file store (see fmnist.export)
+    from mlflow.tracking import MlflowClient
+
+    store = study["root"] / "mlruns"
+    assert "2 run(s) written" in fmnist_export(study, "--mlflow", str(store)).stdout
+    client = MlflowClient(tracking_uri=store.resolve().as_uri())
+    exp = client.get_experiment_by_name("fmnist")
+    found = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    assert sorted(found) == study["runs"]
+    for seed, rid in zip(SEEDS, study["runs"], strict=True):
+        r, m, h = found[rid], metrics(study, rid), history(study, rid)
+        assert r.data.tags["study"] == "tiny" and r.data.tags["seed"] == str(seed)
+        assert r.data.tags["experiment"] == "standard_cnn.none.default"
+        assert r.data.params["train.epochs"] == "2" and r.data.params["model.name"] == "standard_cnn"
+        assert r.data.params["train.optimizer.lr"] == str(m["config"]["train"]["optimizer"]["lr"])
+        val = sorted(client.get_metric_history(r.info.run_id, "val/accuracy"), key=lambda x: x.step)
+        assert [x.step for x in val] == h["epoch"].tolist()
+        assert [x.value for x in val] == pytest.approx(h["val_accuracy"].tolist())
+        assert r.data.metrics["test/accuracy"] == pytest.approx(m["test_accuracy"])
+        local = client.download_artifacts(r.info.run_id, "metrics.json", str(tmp_path / rid))
+        assert json.loads(Path(local).read_text()) == m
+        assert r.info.status == "FINISHED"
+    # again: the store already holds these results
+    assert "0 run(s) written, 2 unchanged" in fmnist_export(study, "--mlflow", str(store)).stdout
+    assert len(client.search_runs([exp.experiment_id])) == 2
+
+
+def test_export_without_a_target_names_the_options(study):
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.run([sys.executable, "-m", "fmnist", "export", "--configfile", str(study["config"])],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and "--tensorboard DIR, --mlflow DIR or --mlflow-uri URI" in proc.stderr
