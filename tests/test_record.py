@@ -16,8 +16,8 @@ import pytest
 import scipy.stats
 import yaml
 
+from fmnist import cli, experiments, record
 from fmnist import config as fmnist_config
-from fmnist import experiments, record
 
 REPO = Path(__file__).resolve().parents[1]
 RECORD = REPO / "docs" / "record" / "cpu"
@@ -407,3 +407,13 @@ def test_the_recomputation_agrees_at_any_number_of_finished_runs(record_copy, se
             shutil.rmtree(run_dir)
     record.rebuild(record_copy, record_copy)
     assert independent_problems(record_copy) == []
+
+
+def test_record_check_names_the_fix_for_an_edited_run_file(record_copy, capsys):
+    """An edited run file is restored, not exported over: the fix line says so."""
+    history = sorted((record_copy / "runs").glob("*/history.csv"))[0]
+    history.write_text(history.read_text().replace("0.", "0.9", 1))
+    assert cli.main(["record", "check", "--dest", str(record_copy)]) == 1
+    err = capsys.readouterr().err
+    assert "edited after export" in err and "fix: restore the run files" in err
+    assert "record export" not in err.split("fix: restore")[1].splitlines()[0]

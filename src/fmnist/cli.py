@@ -332,10 +332,16 @@ def cmd_record_check(args) -> int:
     for line in differ:
         print(f"{args.dest}/{line}", file=sys.stderr)
     if differ:
-        print(f"fix: python -m fmnist record export ... --dest {args.dest} (or rebuild its tables "
-              "from its runs) and commit the result", file=sys.stderr)
+        restore = ("edited after export", "but missing", "not the one its metrics.json recorded")
+        hashes = [line for line in differ if any(words in line for words in restore)]
+        if hashes:  # a run file is not what was recorded: the results changed, not the tables
+            print(f"fix: restore the run files named above (git checkout -- {args.dest}/runs "
+                  "or the run's own copy); a record's runs are added, never edited", file=sys.stderr)
+        if len(hashes) < len(differ):
+            print(f"fix: python -m fmnist record export ... --dest {args.dest} (or rebuild its tables "
+                  "from its runs) and commit the result", file=sys.stderr)
         return 1
-    print(f"{args.dest}: tables equal what its runs give")
+    print(f"{args.dest}: tables equal what its runs give, and every run file its recorded hash")
     return 0
 
 
