@@ -127,12 +127,47 @@ def gpu_per_run():
 # Measured throughput figures (python -m fmnist plan): read once, never measured while parsing.
 COST_CACHE = fmnist_plan.load_cache()
 
+# Training jobs grouped for a cluster: `--group-components gpu=N` (profiles/slurm) makes one SLURM job
+# of N training runs that share one GPU side by side. Locally, Snakemake ignores groups.
+GPU_GROUP = "gpu"
+
+
+def job_gpus():
+    """The gpu resource of a training or features job: 1 wherever training runs on a GPU, also when
+    `plan_device` names the GPU of a cluster's nodes and the submitting machine has none."""
+    if config["plan_device"] and config["gpu_per_run"] is None and config["device"] != "cpu":
+        return 1
+    return gpu_per_run()
+
+
+def runs_per_gpu_job():
+    """Training runs that share one GPU in a grouped cluster job: `--group-components gpu=N` (1 without).
+
+    Read from the command line (or profile) alone, so a dry run on the login node plans what the real
+    run submits; local runs name no group components."""
+    return int(workflow.group_settings.group_components.get(GPU_GROUP, 1))
+
 
 def train_resources(name):
-    """A train job's `name` (runtime or mem_mb) from the cost plan's figures, growing with each attempt."""
+    """A train job's `name` (runtime or mem_mb) from the cost plan's figures, growing with each attempt;
+    in a grouped cluster job each run may take as long as the group's runs one after another."""
     return lambda wildcards, attempt: fmnist_plan.resources(
-        RUNS[wildcards.run], config, attempt, COST_CACHE
+        RUNS[wildcards.run], config, attempt, COST_CACHE, sharing=runs_per_gpu_job()
     )[name]
+
+
+# Said once, by the submitting Snakemake of a grouped cluster run or one that names plan_device: the runs
+# whose jobs get the default resources, and how to measure their figures.
+if workflow.is_main_process and (config["plan_device"] or runs_per_gpu_job() > 1):
+    _missing = fmnist_plan.missing_figures_message(
+        RUNS,
+        config,
+        COST_CACHE,
+        " ".join(map(os.path.relpath, workflow.config_settings.configfiles))
+        or "config/config.yaml",
+    )
+    if _missing:
+        log_stderr(_missing)
 
 
 # Head-only transfer runs share one backbone pass per feature set (fmnist.features).
