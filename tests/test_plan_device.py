@@ -78,16 +78,6 @@ def test_plan_device_picks_that_gpus_figures_not_this_machines():
     assert plan.find_figure(cache, run, "cuda a10", True) is None  # a prefix of a word is no match
 
 
-def test_a_shared_gpu_asks_for_the_groups_time_per_run():
-    cfg, run = one_run(plan_device="h200", device="auto")
-    cache = {plan.throughput_key(run, "cuda h200", True): FIGURE}
-    one = plan.resources(run, cfg, 1, cache)
-    four = plan.resources(run, cfg, 1, cache, sharing=4)
-    # 6.8 min alone; four runs sharing the GPU: up to 4 x 6.8 x 2 (safety) = 54.4 -> 55 + 5
-    assert four["runtime"] == 55 + plan.OVERHEAD_MINUTES and four["mem_mb"] == one["mem_mb"]
-    assert plan.resources(run, cfg, 2, cache, sharing=4)["runtime"] == 109 + plan.OVERHEAD_MINUTES
-
-
 def test_missing_figures_are_said_once_with_the_command_that_measures_them():
     cfg, run = one_run(plan_device="h200", device="auto")
     runs = {run["id"]: run}

@@ -153,9 +153,8 @@ def test_profile_hands_snakemake_the_cluster_settings():
     assert profile["executor"] == "slurm" and profile["slurm-requeue"] is True
     assert profile["retries"] >= 1 and "attempt" in str(profile["default-resources"]["runtime"])
     assert {"slurm_partition", "slurm_account", "mem_mb", "cpus_per_task"} <= set(profile["default-resources"])
-    # train and features jobs ask for one GPU per SLURM job (a gres), not per run (`gpu` adds up in a group)
-    for rule in ("train", "features"):
-        assert profile["set-resources"][rule] == {"gpu": 0, "gres": "gpu:1"}
+    # one GPU per SLURM job (the gpu resource's scope is local), whose grouped training runs take turns
+    assert profile["resources"] == ["gpu=1"] and profile["set-resource-scopes"] == {"gpu": "local"}
     assert profile["group-components"] == [f"gpu={RUNS_PER_GPU_JOB}"] and RUNS_PER_GPU_JOB > 1
 
 
@@ -270,14 +269,17 @@ def test_grouped_study_through_sbatch_and_slurmd(slurm_cluster):
         job = group[0]
         cfg = config.load(root / "test.yaml", {"plan_device": "h200"})
         cache = {plan.throughput_key(r, "cuda h200", True): FIGURE for r in runs.values()}
-        each = [plan.resources(r, cfg, 1, cache, sharing=RUNS_PER_GPU_JOB) for r in runs.values()]
-        # the runs side by side: the longest runtime (each planned for a shared GPU), the sum of memory
-        # and of cpus, one GPU
-        assert minutes(job["TimeLimit"]) == max(r["runtime"] for r in each) > plan.OVERHEAD_MINUTES
-        assert memory_mb(job) == sum(r["mem_mb"] for r in each)
-        assert int(job["NumCPUs"]) == len(runs) * cfg["threads"]
-        assert "gres:gpu:1" in job.get("TresPerNode", "") or "gres/gpu=1" in job.get("TRES", ""), job
+        each = [plan.resources(r, cfg, 1, cache) for r in runs.values()]
+        # the runs one after another on one GPU: the sum of their planned runtimes, the largest of their
+        # planned memory and cpus
+        assert minutes(job["TimeLimit"]) == sum(r["runtime"] for r in each) > 3 * plan.OVERHEAD_MINUTES
+        assert memory_mb(job) == max(r["mem_mb"] for r in each) > plan.BASE_MEM_MB
+        assert int(job["NumCPUs"]) == cfg["threads"]
+        assert job["TresPerJob"] == "gres:gpu:1", job  # sbatch --gpus=1
         assert job["JobState"] == "COMPLETED" and job["Requeue"] == "1"
+        # the group's own Snakemake ran the three runs, each as a step of the one allocation
+        group_log = next((root / ".snakemake" / "slurm_logs").glob("group_gpu*/*.log")).read_text()
+        assert all(f"wildcards: run={rid}" in group_log for rid in runs), group_log[-3000:]
 
         report = (root / "reports" / "summary.html").read_text()
         for rid in runs:
@@ -294,10 +296,9 @@ def test_a_job_killed_at_its_time_limit_comes_back_with_more_and_resumes(slurm_c
             "epochs": 40, "batch_size": 16, "early_stopping": {"enabled": False}}))
         # the one change beyond the cluster's: a first attempt too short for the run (the plan's own
         # minimum is its 5 minutes of overhead), then the plan's runtime for attempt 2
+        assert "set-resources" not in shipped_profile()
         test_cluster_profile(root, **{"set-resources": {
-            **shipped_profile()["set-resources"],
-            "train": {**shipped_profile()["set-resources"]["train"],
-                      "runtime": "1 if attempt == 1 else 20 * attempt"}}})
+            "train": {"runtime": "1 if attempt == 1 else 20 * attempt"}}})
         cache_dir = root / "plan-cache"
         (rid,) = planned(root, cache_dir)
         before = {j["JobId"] for j in slurm_jobs(slurm_cluster["env"])}
@@ -330,16 +331,18 @@ def test_a_requeued_group_job_resumes_its_runs(slurm_cluster):
         run_env = {**env, "PYTHONPATH": str(REPO / "src"), "FMNIST_CACHE_DIR": str(cache_dir)}
         cmd = [SNAKEMAKE, "--workflow-profile", "profiles/test-slurm", "--configfile", "test.yaml",
                "--config", "plan_device=h200"]
-        proc = subprocess.Popen(cmd, cwd=root, env=run_env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+        log = root / "snakemake.out"  # a file, not a pipe: nobody reads a pipe while the test waits
+        proc = subprocess.Popen(cmd, cwd=root, env=run_env, stdout=log.open("w"), stderr=subprocess.STDOUT)
         try:
-            resume = [root / "results" / "runs" / rid / "resume.pt" for rid in runs]
-            wait_for(lambda: all(p.exists() for p in resume), "the runs saved no epoch", 300,
+            resume = {rid: root / "results" / "runs" / rid / "resume.pt" for rid in runs}
+            wait_for(lambda: any(p.exists() for p in resume.values()), "no run saved an epoch", 300,
                      slurm_cluster["logs"])
+            interrupted = [rid for rid, p in resume.items() if p.exists()]
             (group,) = [j for j in slurm_jobs(env)
                         if j["JobId"] not in before and j.get("Comment", "").startswith("rule_gpu")]
             subprocess.run(["scontrol", "requeue", group["JobId"]], env=env, check=True)
-            out, _ = proc.communicate(timeout=900)
+            proc.wait(timeout=900)
+            out = log.read_text()
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -348,9 +351,10 @@ def test_a_requeued_group_job_resumes_its_runs(slurm_cluster):
         (again,) = [j for j in slurm_jobs(env) if j["JobId"] == group["JobId"]]
         assert again["JobState"] == "COMPLETED" and int(again["Restarts"]) == 1, again
         assert out.count("has been submitted with SLURM jobid") == 2, out[-4000:]  # prepare + the group
+        for rid in interrupted:
+            text = (root / "logs" / "train" / f"{rid}.log").read_text()
+            assert "resuming after epoch" in text, text[-3000:]
         for rid in runs:
-            log = (root / "logs" / "train" / f"{rid}.log").read_text()
-            assert "resuming after epoch" in log, log[-3000:]
             metrics = json.loads((root / "results" / "runs" / rid / "metrics.json").read_text())
             assert metrics["status"] == "ok" and metrics["epochs_run"] == epochs
         assert all(rid in (root / "reports" / "summary.html").read_text() for rid in runs)

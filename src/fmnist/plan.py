@@ -292,25 +292,21 @@ def plan(config: dict, *, fast: bool = True, measure_missing: bool = False, reme
             "total_hours": total / 3600}
 
 
-def resources(run: dict, config: dict, attempt: int = 1, cache: dict | None = None,
-              sharing: int = 1) -> dict[str, int]:
+def resources(run: dict, config: dict, attempt: int = 1, cache: dict | None = None) -> dict[str, int]:
     """runtime (minutes) and mem_mb of a training job, from the cached figures; no torch, no measuring.
 
     The figures are those of the GPU model `plan_device` names, else this machine's (plan_label).
-    Both grow with `attempt`, so a job killed at its limit comes back asking for more. `sharing`: the
-    number of runs that train side by side on one GPU in a grouped SLURM job; each may take up to that
-    many times as long (the GPU time-shares), so the group's runtime, the longest of its members',
-    is never less than the sum of their estimates alone.
+    Both grow with `attempt`, so a job killed at its limit comes back asking for more.
     """
     cache = load_cache() if cache is None else cache
     figure = find_figure(cache, run, plan_label(config), fast_paths_enabled())
     if figure is None:
-        return {"runtime": DEFAULT_RUNTIME_MINUTES * attempt * sharing, "mem_mb": DEFAULT_MEM_MB * attempt}
+        return {"runtime": DEFAULT_RUNTIME_MINUTES * attempt, "mem_mb": DEFAULT_MEM_MB * attempt}
     sizes = split_sizes(config["data"], run["train"]["train_fraction"])
     # the run's own figure has no feature pass merged in, so a run on cached features asks for what the
     # full model would need: more than its head needs, never less
     seconds = run_cost(run, sizes, figure, fast=fast_paths_enabled() and config.get("feature_cache", True))["seconds"]
-    runtime = math.ceil(seconds * SAFETY * attempt * sharing / 60) + OVERHEAD_MINUTES
+    runtime = math.ceil(seconds * SAFETY * attempt / 60) + OVERHEAD_MINUTES
     batch = max(int(run["train"]["batch_size"]), int(run["train"]["eval_batch_size"]))
     model_mb = (figure["params"] * 16 + figure["activation_bytes_per_image"] * batch) / 2**20
     return {"runtime": runtime, "mem_mb": math.ceil((BASE_MEM_MB + model_mb * SAFETY) * attempt)}

@@ -128,7 +128,10 @@ def gpu_per_run():
 COST_CACHE = fmnist_plan.load_cache()
 
 # Training jobs grouped for a cluster: `--group-components gpu=N` (profiles/slurm) makes one SLURM job
-# of N training runs that share one GPU side by side. Locally, Snakemake ignores groups.
+# of N training runs on one GPU. With the `gpu` resource's scope local and `--resources gpu=1`, the
+# group trains them one after another (as the SLURM plugin runs a group's jobs anyway) and asks for the
+# sum of their runtimes, the largest of their memory and CPUs, and one GPU. Locally, Snakemake ignores
+# groups.
 GPU_GROUP = "gpu"
 
 
@@ -140,25 +143,18 @@ def job_gpus():
     return gpu_per_run()
 
 
-def runs_per_gpu_job():
-    """Training runs that share one GPU in a grouped cluster job: `--group-components gpu=N` (1 without).
-
-    Read from the command line (or profile) alone, so a dry run on the login node plans what the real
-    run submits; local runs name no group components."""
-    return int(workflow.group_settings.group_components.get(GPU_GROUP, 1))
-
-
 def train_resources(name):
-    """A train job's `name` (runtime or mem_mb) from the cost plan's figures, growing with each attempt;
-    in a grouped cluster job each run may take as long as the group's runs one after another."""
+    """A train job's `name` (runtime or mem_mb) from the cost plan's figures, growing with each attempt."""
     return lambda wildcards, attempt: fmnist_plan.resources(
-        RUNS[wildcards.run], config, attempt, COST_CACHE, sharing=runs_per_gpu_job()
+        RUNS[wildcards.run], config, attempt, COST_CACHE
     )[name]
 
 
 # Said once, by the submitting Snakemake of a grouped cluster run or one that names plan_device: the runs
 # whose jobs get the default resources, and how to measure their figures.
-if workflow.is_main_process and (config["plan_device"] or runs_per_gpu_job() > 1):
+if workflow.is_main_process and (
+    config["plan_device"] or GPU_GROUP in workflow.group_settings.group_components
+):
     _missing = fmnist_plan.missing_figures_message(
         RUNS,
         config,
@@ -209,3 +205,8 @@ wildcard_constraints:
     run="|".join(map(lambda r: r.replace(".", r"\."), RUNS)) or "NO_RUNS",
     name="|".join(fmnist_data.FILES),
     feature_set="|".join(map(lambda k: k.replace(".", r"\."), FEATURE_SETS)) or "NO_FEATURE_SETS",
+
+
+# The image for `--sdm apptainer` (containers/fmnist.def; docs/cluster.md): every rule's script runs
+# in it. Ignored without --sdm apptainer.
+container: workflow_file("containers/fmnist.sif")
