@@ -3,6 +3,11 @@
 The test starts its own munged, slurmctld and slurmd (Debian packages `slurm-wlm` and `munge`, run as
 root, no accounting database) with a private config, spool and ports, so it touches no system SLURM;
 missing packages fail the test, they do not skip it.
+
+The node declares one GPU as a generic resource (`gpu:h200:1`, no device file: jobs are scheduled as
+on a GPU cluster and train on the CPU), and more CPUs and memory than this machine has
+(`SlurmdParameters=config_overrides`; nothing enforces them), so the shipped profile's requests are
+submitted as they ship. What sbatch received is read back with `scontrol show job`.
 """
 
 from __future__ import annotations
@@ -31,10 +36,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+NODE_CPUS, NODE_MEMORY_MB = 4, 16000
+
+
 def slurm_conf(base: Path, host: str, cpus: int, memory_mb: int) -> str:
     ports = free_port(), free_port()
     return f"""\
 ClusterName=fmnisttest
+GresTypes=gpu
+SlurmdParameters=config_overrides
+KillWait=5
 SlurmctldHost={host}(127.0.0.1)
 SlurmctldPort={ports[0]}
 SlurmdPort={ports[1]}
@@ -56,7 +67,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 MinJobAge=300
 ReturnToService=2
-NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
+NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} Gres=gpu:h200:1 State=UNKNOWN
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """
 
@@ -84,8 +95,8 @@ def slurm_cluster():
     base.chmod(0o755)  # munged requires every directory above its socket to be traversable
     host = socket.gethostname().split(".")[0]
     conf = base / "slurm.conf"
-    memory_mb = 4000
-    conf.write_text(slurm_conf(base, host, cpus=min(os.cpu_count() or 1, 2), memory_mb=memory_mb))
+    conf.write_text(slurm_conf(base, host, cpus=NODE_CPUS, memory_mb=NODE_MEMORY_MB))
+    (base / "gres.conf").write_text(f"AutoDetect=off\nNodeName={host} Name=gpu Type=h200 File=/dev/null\n")
     for d in ("munge", "slurmctld", "slurmd"):
         (base / d).mkdir(mode=0o755)
     # Inside a job, the plugin's jobstep calls `srun` with every SLURM_* variable but a few removed,
@@ -137,63 +148,213 @@ def slurm_cluster():
 
 
 def test_profile_hands_snakemake_the_cluster_settings():
-    """profiles/slurm names the executor, per-attempt runtime, requeue, retries and the gpu scope."""
-    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    """profiles/slurm names the executor, per-attempt runtime, requeue, retries, GPU jobs and groups."""
+    profile = shipped_profile()
     assert profile["executor"] == "slurm" and profile["slurm-requeue"] is True
     assert profile["retries"] >= 1 and "attempt" in str(profile["default-resources"]["runtime"])
     assert {"slurm_partition", "slurm_account", "mem_mb", "cpus_per_task"} <= set(profile["default-resources"])
-    assert profile["set-resource-scopes"] == {"gpu": "local"}
-    assert profile["set-resources"]["train"]["gpu"] == 1
+    # one GPU per SLURM job (the gpu resource's scope is local), whose grouped training runs take turns
+    assert profile["resources"] == ["gpu=1"] and profile["set-resource-scopes"] == {"gpu": "local"}
+    assert profile["group-components"] == [f"gpu={RUNS_PER_GPU_JOB}"] and RUNS_PER_GPU_JOB > 1
 
 
-@pytest.mark.slow
-def test_tiny_study_through_sbatch_and_slurmd(slurm_cluster, tmp_path_factory):
+RUNS_PER_GPU_JOB = 4
+FIGURE = {"train_images_per_s": 10.0, "params": 2**20, "activation_bytes_per_image": 2**16}
+
+
+def shipped_profile() -> dict:
+    return yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+
+
+def test_cluster_profile(root: Path, **extra) -> None:
+    """profiles/slurm as shipped, changed only where this cluster forces it: its partition (`debug`),
+    no accounts, no accounting database (squeue for status, checked from the first second), a local
+    file system (short latency-wait), and SLURM logs kept to read; `extra` for a test's own setting."""
+    profile = shipped_profile()
+    profile["default-resources"]["slurm_partition"] = "debug"
+    del profile["default-resources"]["slurm_account"]
+    profile.update({
+        "slurm-no-account": True,
+        "slurm-status-command": "squeue",
+        "slurm-init-seconds-before-status-checks": 1,
+        "slurm-keep-successful-logs": True,
+        "latency-wait": 5,
+        **extra,
+    })
+    (root / "profiles" / "test-slurm").mkdir(exist_ok=True)
+    (root / "profiles" / "test-slurm" / "config.yaml").write_text(yaml.safe_dump(profile))
+
+
+test_cluster_profile.__test__ = False  # a helper, not a test
+
+
+def slurm_jobs(env: dict) -> list[dict[str, str]]:
+    """Every job slurmctld still knows (MinJobAge=300), as scontrol reports what sbatch received."""
+    out = subprocess.run(["scontrol", "show", "job", "-o"], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    jobs = []
+    for line in out.splitlines():
+        if line.strip() and not line.startswith("No jobs"):
+            jobs.append(dict(kv.split("=", 1) for kv in line.split() if "=" in kv))
+    return jobs
+
+
+def minutes(limit: str) -> int:
+    """A SLURM TimeLimit ([D-]HH:MM:SS) in minutes."""
+    days, _, hms = limit.rpartition("-")
+    h, m, sec = (int(x) for x in hms.split(":"))
+    return int(days or 0) * 1440 + h * 60 + m + (sec > 0)
+
+
+def memory_mb(job: dict[str, str]) -> int:
+    value = job.get("MinMemoryNode") or job["mem"]
+    return int(float(value[:-1]) * {"M": 1, "G": 1024, "T": 1024**2}[value[-1]])
+
+
+@contextlib.contextmanager
+def workflow_dir():
     # Under /tmp (not pytest's per-user 0700 tree) so the job, started by slurmd, can enter it.
     root = Path(tempfile.mkdtemp(prefix="fmnist-slurm-wf-", dir="/tmp"))
     root.chmod(0o755)
     try:
-        run_study(root, slurm_cluster)
+        yield root
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def run_study(root: Path, cluster: dict) -> None:
-    make_workflow(root, tiny_config(defaults={"epochs": 1}))
-    # profiles/slurm as shipped, with the settings a test cluster needs changed in a copy: its
-    # partition, no account, CPU jobs, memory that fits the test node.
-    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
-    profile["default-resources"].update(slurm_partition="debug", mem_mb=1000)
-    del profile["default-resources"]["slurm_account"]
-    profile["set-resources"]["train"].update(gpu=0, mem_mb=1500)
-    profile.update({
-        "slurm-no-account": True,
-        "slurm-status-command": "squeue",  # no accounting database, so no sacct
-        "slurm-init-seconds-before-status-checks": 1,
-        "slurm-keep-successful-logs": True,
-        "latency-wait": 5,
-        "jobs": 2,
-    })
-    (root / "profiles" / "test-slurm").mkdir()
-    (root / "profiles" / "test-slurm" / "config.yaml").write_text(yaml.safe_dump(profile))
-    env = {**cluster["env"], "PYTHONPATH": str(REPO / "src")}
-    cmd = [SNAKEMAKE, "--workflow-profile", "profiles/test-slurm", "--configfile", "test.yaml"]
+def run_snakemake(root: Path, cluster: dict, *args: str, cache_dir: Path) -> tuple[str, float]:
+    env = {**cluster["env"], "PYTHONPATH": str(REPO / "src"), "FMNIST_CACHE_DIR": str(cache_dir)}
+    cmd = [SNAKEMAKE, "--workflow-profile", "profiles/test-slurm", "--configfile", "test.yaml", *args]
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
     seconds = time.monotonic() - t0
     out = proc.stdout + proc.stderr
     slurm_logs = "\n".join(
         f"--- {p}:\n{p.read_text()[-1500:]}" for p in sorted((root / ".snakemake").glob("slurm_logs/**/*.log"))
     )
     assert proc.returncode == 0, f"snakemake on SLURM failed:\n{out[-6000:]}\n{slurm_logs}"
-    print(f"tiny study through SLURM in {seconds:.1f}s")
+    return out, seconds
 
-    # The heavy rules went through sbatch and slurmd: each left a SLURM log under .snakemake/slurm_logs.
-    for rule in ("prepare", "train"):
-        assert list((root / ".snakemake" / "slurm_logs").glob(f"rule_{rule}/**/*.log")), (
-            f"no SLURM job log for rule {rule}:\n{out[-4000:]}"
-        )
-    assert out.count("has been submitted with SLURM jobid") == 2, out[-4000:]  # prepare, train
-    metrics = json.loads(next((root / "results" / "runs").glob("*/metrics.json")).read_text())
-    assert metrics["status"] == "ok" and metrics["epochs_run"] == 1
-    report = root / "reports" / "summary.html"
-    assert report.exists() and metrics["run_id"] in report.read_text()
+
+def planned(root: Path, cache_dir: Path, **figures) -> dict[str, dict]:
+    """The study's runs, with h200 figures written to the plan cache the jobs are sized from."""
+    from fmnist import config, experiments, plan
+
+    runs = experiments.expand(config.load(root / "test.yaml"))[0]
+    cache = {plan.throughput_key(run, "cuda h200", True): FIGURE for run in runs.values()}
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    plan.save_cache(cache, cache_dir / "throughput.json")
+    return runs
+
+
+@pytest.mark.slow
+def test_grouped_study_through_sbatch_and_slurmd(slurm_cluster):
+    """Three runs share one GPU job, sized from the plan's h200 figures, through to the report."""
+    from fmnist import config, plan
+
+    with workflow_dir() as root:
+        make_workflow(root, tiny_config(device="auto", defaults={"epochs": 1}, studies={
+            "tiny": {"models": ["standard_cnn"], "augmentations": ["none"], "seeds": [0, 1, 2]}}))
+        test_cluster_profile(root)
+        cache_dir = root / "plan-cache"
+        runs = planned(root, cache_dir)
+        before = {j["JobId"] for j in slurm_jobs(slurm_cluster["env"])}
+        out, seconds = run_snakemake(root, slurm_cluster, "--config", "plan_device=h200", cache_dir=cache_dir)
+        print(f"grouped tiny study (3 runs) through SLURM in {seconds:.1f}s")
+
+        assert out.count("has been submitted with SLURM jobid") == 2, out[-4000:]  # prepare + one group
+        jobs = [j for j in slurm_jobs(slurm_cluster["env"]) if j["JobId"] not in before]
+        group = [j for j in jobs if j.get("Comment", "").startswith("rule_gpu")]
+        assert len(group) == 1, [(j["JobId"], j.get("Comment")) for j in jobs]
+        job = group[0]
+        cfg = config.load(root / "test.yaml", {"plan_device": "h200"})
+        cache = {plan.throughput_key(r, "cuda h200", True): FIGURE for r in runs.values()}
+        each = [plan.resources(r, cfg, 1, cache) for r in runs.values()]
+        # the runs one after another on one GPU: the sum of their planned runtimes, the largest of their
+        # planned memory and cpus
+        assert minutes(job["TimeLimit"]) == sum(r["runtime"] for r in each) > 3 * plan.OVERHEAD_MINUTES
+        assert memory_mb(job) == max(r["mem_mb"] for r in each) > plan.BASE_MEM_MB
+        assert int(job["NumCPUs"]) == cfg["threads"]
+        assert job["TresPerJob"] == "gres:gpu:1", job  # sbatch --gpus=1
+        assert job["JobState"] == "COMPLETED" and job["Requeue"] == "1"
+        # the group's own Snakemake ran the three runs, each as a step of the one allocation
+        group_log = next((root / ".snakemake" / "slurm_logs").glob("group_gpu*/*.log")).read_text()
+        assert all(f"wildcards: run={rid}" in group_log for rid in runs), group_log[-3000:]
+
+        report = (root / "reports" / "summary.html").read_text()
+        for rid in runs:
+            metrics = json.loads((root / "results" / "runs" / rid / "metrics.json").read_text())
+            assert metrics["status"] == "ok" and metrics["epochs_run"] == 1
+            assert rid in report
+
+
+@pytest.mark.slow
+def test_a_job_killed_at_its_time_limit_comes_back_with_more_and_resumes(slurm_cluster):
+    """SLURM kills the first attempt at its 1-minute limit; the retry asks for more time and resumes."""
+    with workflow_dir() as root:
+        make_workflow(root, tiny_config(device="auto", defaults={
+            "epochs": 40, "batch_size": 16, "early_stopping": {"enabled": False}}))
+        # the one change beyond the cluster's: a first attempt too short for the run (the plan's own
+        # minimum is its 5 minutes of overhead), then the plan's runtime for attempt 2
+        assert "set-resources" not in shipped_profile()
+        test_cluster_profile(root, **{"set-resources": {
+            "train": {"runtime": "1 if attempt == 1 else 20 * attempt"}}})
+        cache_dir = root / "plan-cache"
+        (rid,) = planned(root, cache_dir)
+        before = {j["JobId"] for j in slurm_jobs(slurm_cluster["env"])}
+        out, seconds = run_snakemake(root, slurm_cluster, "--config", "plan_device=h200", cache_dir=cache_dir)
+        print(f"time-limited run through SLURM in {seconds:.1f}s")
+        jobs = [j for j in slurm_jobs(slurm_cluster["env"])
+                if j["JobId"] not in before and j.get("Comment", "").startswith("rule_gpu")]
+        states = sorted((int(j["JobId"]), j["JobState"], minutes(j["TimeLimit"])) for j in jobs)
+        assert [(s, t) for _, s, t in states] == [("TIMEOUT", 1), ("COMPLETED", 40)], (states, out[-3000:])
+        log = (root / "logs" / "train" / f"{rid}.log").read_text()
+        assert "resuming after epoch" in log, log[-3000:]
+        metrics = json.loads((root / "results" / "runs" / rid / "metrics.json").read_text())
+        assert metrics["status"] == "ok" and metrics["epochs_run"] == 40
+
+
+@pytest.mark.slow
+def test_a_requeued_group_job_resumes_its_runs(slurm_cluster):
+    """A group job preempted mid-training (`scontrol requeue`, as SLURM requeues a preempted
+    `--requeue` job) runs again under the same job id; its runs resume from their last epoch."""
+    env = slurm_cluster["env"]
+    with workflow_dir() as root:
+        epochs = 12
+        make_workflow(root, tiny_config(device="auto", defaults={
+            "epochs": epochs, "batch_size": 16, "early_stopping": {"enabled": False}}, studies={
+            "tiny": {"models": ["standard_cnn"], "augmentations": ["none"], "seeds": [0, 1]}}))
+        test_cluster_profile(root)
+        cache_dir = root / "plan-cache"
+        runs = planned(root, cache_dir)
+        before = {j["JobId"] for j in slurm_jobs(env)}
+        run_env = {**env, "PYTHONPATH": str(REPO / "src"), "FMNIST_CACHE_DIR": str(cache_dir)}
+        cmd = [SNAKEMAKE, "--workflow-profile", "profiles/test-slurm", "--configfile", "test.yaml",
+               "--config", "plan_device=h200"]
+        log = root / "snakemake.out"  # a file, not a pipe: nobody reads a pipe while the test waits
+        proc = subprocess.Popen(cmd, cwd=root, env=run_env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+        try:
+            resume = {rid: root / "results" / "runs" / rid / "resume.pt" for rid in runs}
+            wait_for(lambda: any(p.exists() for p in resume.values()), "no run saved an epoch", 300,
+                     slurm_cluster["logs"])
+            interrupted = [rid for rid, p in resume.items() if p.exists()]
+            (group,) = [j for j in slurm_jobs(env)
+                        if j["JobId"] not in before and j.get("Comment", "").startswith("rule_gpu")]
+            subprocess.run(["scontrol", "requeue", group["JobId"]], env=env, check=True)
+            proc.wait(timeout=900)
+            out = log.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 0, out[-6000:]
+        (again,) = [j for j in slurm_jobs(env) if j["JobId"] == group["JobId"]]
+        assert again["JobState"] == "COMPLETED" and int(again["Restarts"]) == 1, again
+        assert out.count("has been submitted with SLURM jobid") == 2, out[-4000:]  # prepare + the group
+        for rid in interrupted:
+            text = (root / "logs" / "train" / f"{rid}.log").read_text()
+            assert "resuming after epoch" in text, text[-3000:]
+        for rid in runs:
+            metrics = json.loads((root / "results" / "runs" / rid / "metrics.json").read_text())
+            assert metrics["status"] == "ok" and metrics["epochs_run"] == epochs
+        assert all(rid in (root / "reports" / "summary.html").read_text() for rid in runs)

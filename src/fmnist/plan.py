@@ -16,6 +16,7 @@ import json
 import math
 import os
 import platform
+import re
 import time
 from importlib import metadata
 from pathlib import Path
@@ -46,11 +47,39 @@ def cache_path() -> Path:
     return Path(root) / "throughput.json"
 
 
+GPU_WORDS_DROPPED = ("nvidia", "tesla", "geforce")
+
+
+def gpu_slug(name: str) -> str:
+    """A GPU's model as a plan key: `NVIDIA H200` -> `h200`, `NVIDIA A100-SXM4-80GB` -> `a100-sxm4-80gb`.
+
+    The config key `plan_device` names a model by this slug or its first part (`a100` matches every
+    A100 variant)."""
+    words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w and w not in GPU_WORDS_DROPPED]
+    return "-".join(words)
+
+
+def local_gpu_model(root: Path = Path("/proc/driver/nvidia/gpus")) -> str | None:
+    """The first NVIDIA GPU's model name from the driver's /proc files (no torch, no nvidia-smi)."""
+    try:
+        for info in sorted(root.glob("*/information")):
+            for line in info.read_text().splitlines():
+                if line.startswith("Model:"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 @functools.cache  # read for every train job's resources while the DAG is built
 def device_label(device: str = "auto", threads: int = 1) -> str:
-    """This machine's compute as a cache key, found without importing torch."""
+    """This machine's compute as a cache key, found without importing torch.
+
+    A GPU is keyed by its model (`cuda h200`), so figures measured on one GPU model never size jobs
+    for another; `cuda` alone where the driver does not say (the measuring process refines it)."""
     if device.startswith("cuda") or (device == "auto" and fmnist_config.nvidia_gpu_present()):
-        return "cuda"  # refined by the measuring process (it knows the GPU's name)
+        model = local_gpu_model()
+        return gpu_label(model) if model else "cuda"
     model = platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -60,6 +89,35 @@ def device_label(device: str = "auto", threads: int = 1) -> str:
     except OSError:
         pass
     return f"cpu {model}, {threads} threads"
+
+
+def gpu_label(model: str) -> str:
+    return f"cuda {gpu_slug(model)}"
+
+
+def plan_label(config: dict) -> str:
+    """The label whose figures size this config's jobs: the GPU model `plan_device` names (so a login
+    node without a GPU sizes jobs for the GPU they will run on), else this machine's."""
+    if config.get("plan_device"):
+        return gpu_label(config["plan_device"])
+    return device_label(config["device"], int(config["threads"]))
+
+
+def label_matches(label: str, wanted: str) -> bool:
+    """A cached figure's label serves a wanted one: equal, or a variant of the GPU model it names."""
+    return label == wanted or (wanted.startswith("cuda ") and label.startswith(wanted + "-"))
+
+
+def find_figure(cache: dict[str, dict], run: dict, label: str, fast: bool) -> dict | None:
+    """The run's cached figure on `label`; of several variants of a GPU model, the slowest
+    (`a100` with figures for both A100 40GB and 80GB: a job may land on either)."""
+    exact = cache.get(throughput_key(run, label, fast))
+    if exact is not None or not label.startswith("cuda "):
+        return exact
+    rest = throughput_key(run, "", fast)
+    found = [v for k, v in cache.items()
+             if k.endswith(rest) and label_matches(k[: len(k) - len(rest)], label)]
+    return min(found, key=lambda v: v["train_images_per_s"]) if found else None
 
 
 def _torch_version() -> str:
@@ -186,7 +244,7 @@ def plan(config: dict, *, fast: bool = True, measure_missing: bool = False, reme
     fmnist_config.validate(config)
     runs, studies = experiments.expand(config)
     device, threads = config["device"], int(config["threads"])
-    label = device_label(device, threads)
+    label = measuring_label(config) if (measure_missing or remeasure) else plan_label(config)
     cache = load_cache()
     rows: dict[str, dict] = {}
     feature_sets: dict[str, float] = {}
@@ -198,7 +256,7 @@ def plan(config: dict, *, fast: bool = True, measure_missing: bool = False, reme
                 f"{', ' + fast_mode(run, fast) if fast_mode(run, fast) else ''}) on {label} ...")
             cache[key] = measure(run, device, threads, fast, seconds, batch_cap)
             save_cache(cache)
-        figure = cache.get(key)
+        figure = find_figure(cache, run, label, fast)
         if use_features and figure and features.cacheable(run):
             # the backbone pass depends on the feature set, not on the head's batch size: one figure per set
             fkey = f"{label}|torch {_torch_version()}|features|{features.feature_key(run)}"
@@ -237,11 +295,11 @@ def plan(config: dict, *, fast: bool = True, measure_missing: bool = False, reme
 def resources(run: dict, config: dict, attempt: int = 1, cache: dict | None = None) -> dict[str, int]:
     """runtime (minutes) and mem_mb of a training job, from the cached figures; no torch, no measuring.
 
+    The figures are those of the GPU model `plan_device` names, else this machine's (plan_label).
     Both grow with `attempt`, so a job killed at its limit comes back asking for more.
     """
-    label = device_label(config["device"], int(config["threads"]))
     cache = load_cache() if cache is None else cache
-    figure = cache.get(throughput_key(run, label, fast_paths_enabled()))
+    figure = find_figure(cache, run, plan_label(config), fast_paths_enabled())
     if figure is None:
         return {"runtime": DEFAULT_RUNTIME_MINUTES * attempt, "mem_mb": DEFAULT_MEM_MB * attempt}
     sizes = split_sizes(config["data"], run["train"]["train_fraction"])
@@ -252,6 +310,52 @@ def resources(run: dict, config: dict, attempt: int = 1, cache: dict | None = No
     batch = max(int(run["train"]["batch_size"]), int(run["train"]["eval_batch_size"]))
     model_mb = (figure["params"] * 16 + figure["activation_bytes_per_image"] * batch) / 2**20
     return {"runtime": runtime, "mem_mb": math.ceil((BASE_MEM_MB + model_mb * SAFETY) * attempt)}
+
+
+def measuring_label(config: dict) -> str:
+    """The label figures measured on this machine are stored under: its GPU model as torch names it
+    where the driver's files did not. A config whose `plan_device` names another GPU is refused: its
+    figures would size jobs for the wrong model."""
+    here = device_label(config["device"], int(config["threads"]))
+    if here == "cuda":
+        import torch
+
+        if torch.cuda.is_available():
+            here = gpu_label(torch.cuda.get_device_name(0))
+    if config.get("plan_device") and not label_matches(here, plan_label(config)):
+        raise fmnist_config.ConfigError(
+            f"plan_device is {config['plan_device']!r} but this machine measures on {here!r}: measure on a "
+            f"node with that GPU ({measure_command('<configfile>')}), or drop plan_device to plan for this machine")
+    return here
+
+
+def measure_command(configfile: str) -> str:
+    """The command that measures the figures on a compute node (one GPU, a few minutes)."""
+    return f"srun --gpus=1 --time=60 python -m fmnist plan --configfile {configfile}"
+
+
+def unmeasured_models(runs: dict[str, dict], config: dict, cache: dict[str, dict]) -> list[str]:
+    """Models of `runs` with no figure on the config's plan device (their jobs get the defaults)."""
+    label, fast = plan_label(config), fast_paths_enabled()
+    return sorted({r["model"]["name"] for r in runs.values() if find_figure(cache, r, label, fast) is None})
+
+
+def missing_figures_message(runs: dict[str, dict], config: dict, cache: dict[str, dict],
+                            configfile: str) -> str | None:
+    """One message for the runs whose jobs will ask for the defaults, with the command that measures
+    them; None when every run has its figure."""
+    models = unmeasured_models(runs, config, cache)
+    if not models:
+        return None
+    n = sum(1 for r in runs.values() if r["model"]["name"] in models)
+    where = (f"the GPU model plan_device={config['plan_device']!r} names" if config.get("plan_device")
+             else f"this machine ({plan_label(config)}; set --config plan_device=<gpu model> to size jobs "
+                  f"for the GPU they will run on)")
+    return (f"fmnist: the cost plan has no figures for {n} of {len(runs)} training runs on {where}: "
+            f"{', '.join(models)}. Their jobs ask for {DEFAULT_RUNTIME_MINUTES} min and {DEFAULT_MEM_MB} MB "
+            f"per attempt. Measure them once on a compute node with that GPU: {measure_command(configfile)} "
+            f"(the figures go to {cache_path()}, which this machine must see: a shared home, or "
+            f"FMNIST_CACHE_DIR on a shared file system).")
 
 
 def fast_paths_enabled() -> bool:

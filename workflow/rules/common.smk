@@ -127,12 +127,43 @@ def gpu_per_run():
 # Measured throughput figures (python -m fmnist plan): read once, never measured while parsing.
 COST_CACHE = fmnist_plan.load_cache()
 
+# Training jobs grouped for a cluster: `--group-components gpu=N` (profiles/slurm) makes one SLURM job
+# of N training runs on one GPU. With the `gpu` resource's scope local and `--resources gpu=1`, the
+# group trains them one after another (as the SLURM plugin runs a group's jobs anyway) and asks for the
+# sum of their runtimes, the largest of their memory and CPUs, and one GPU. Locally, Snakemake ignores
+# groups.
+GPU_GROUP = "gpu"
+
+
+def job_gpus():
+    """The gpu resource of a training or features job: 1 wherever training runs on a GPU, also when
+    `plan_device` names the GPU of a cluster's nodes and the submitting machine has none."""
+    if config["plan_device"] and config["gpu_per_run"] is None and config["device"] != "cpu":
+        return 1
+    return gpu_per_run()
+
 
 def train_resources(name):
     """A train job's `name` (runtime or mem_mb) from the cost plan's figures, growing with each attempt."""
     return lambda wildcards, attempt: fmnist_plan.resources(
         RUNS[wildcards.run], config, attempt, COST_CACHE
     )[name]
+
+
+# Said once, by the submitting Snakemake of a grouped cluster run or one that names plan_device: the runs
+# whose jobs get the default resources, and how to measure their figures.
+if workflow.is_main_process and (
+    config["plan_device"] or GPU_GROUP in workflow.group_settings.group_components
+):
+    _missing = fmnist_plan.missing_figures_message(
+        RUNS,
+        config,
+        COST_CACHE,
+        " ".join(map(os.path.relpath, workflow.config_settings.configfiles))
+        or "config/config.yaml",
+    )
+    if _missing:
+        log_stderr(_missing)
 
 
 # Head-only transfer runs share one backbone pass per feature set (fmnist.features).
@@ -174,3 +205,8 @@ wildcard_constraints:
     run="|".join(map(lambda r: r.replace(".", r"\."), RUNS)) or "NO_RUNS",
     name="|".join(fmnist_data.FILES),
     feature_set="|".join(map(lambda k: k.replace(".", r"\."), FEATURE_SETS)) or "NO_FEATURE_SETS",
+
+
+# The image for `--sdm apptainer` (containers/fmnist.def; docs/cluster.md): every rule's script runs
+# in it. Ignored without --sdm apptainer.
+container: workflow_file("containers/fmnist.sif")

@@ -13,7 +13,8 @@ rule features:
         "../../envs/fmnist.yaml"
     threads: config["threads"]
     resources:
-        gpu=gpu_per_run(),
+        gpu=job_gpus(),
+        cpus_per_task=config["threads"],  # not capped by the submitting machine's cores
     params:
         spec=lambda wildcards: FEATURE_SETS[wildcards.feature_set],
         # the feature code and the backbone's family module (fmnist.codeid)
@@ -41,11 +42,14 @@ rule train:
     # The run cache (docs/reliability.md): a result of these exact params, code and inputs is restored,
     # not retrained. Snakemake refuses `benchmark:` on a cached rule; metrics.json records the timings.
     cache: True
+    group:
+        GPU_GROUP
     conda:
         "../../envs/fmnist.yaml"
     threads: config["threads"]
     resources:
-        gpu=gpu_per_run(),
+        gpu=job_gpus(),
+        cpus_per_task=config["threads"],  # not capped by the submitting machine's cores
         runtime=train_resources("runtime"),  # minutes; `python -m fmnist plan` measures the figures
         mem_mb=train_resources("mem_mb"),
     params:
