@@ -14,8 +14,8 @@ from fmnist.models import build_model
 
 
 def resolved(model="standard_cnn", augmentation="none", **train_overrides) -> dict:
-    # the plain loop below is Adam 1e-3, batch 64, no schedule: pin that whatever config.yaml's defaults are
-    recipe = {"batch_size": 64, "optimizer": {"name": "adam", "lr": 1e-3}, "scheduler": {"name": "none"},
+    # the plain loop below is Adam 1e-3, batch 64, no schedule, float32: pin that whatever config.yaml's defaults are
+    recipe = {"batch_size": 64, "optimizer": {"name": "adam", "lr": 1e-3}, "scheduler": {"name": "none"}, "amp": "off",
               **train_overrides}
     return bench.resolve_one(bench.DEFAULT_CONFIG, model, augmentation, seed=0, train=recipe)
 

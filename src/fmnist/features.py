@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fmnist import models
+from fmnist import gpus, models
 
 FEATURE_DIR = "results/features"
 HEAD_IMAGES_PER_S = 200_000.0
@@ -89,7 +89,7 @@ def compute(spec: dict, data_path: Path | str, out: Path | str, device: str = "a
     if spec["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     normalize = runtime.Normalizer(spec["normalize"]["mean"], spec["normalize"]["std"], spec["channels_last"])
-    use_bf16 = spec["amp"] == "bf16" or (spec["amp"] == "auto" and dev.type == "cuda")
+    use_bf16 = gpus.resolve_amp(spec["amp"], dev.type) == "bf16"
     point, _ = head_chain(model)
     captured: list[torch.Tensor] = []
     hook = point.register_forward_pre_hook(lambda _m, inp: captured.append(inp[0].float().cpu()))

@@ -257,3 +257,23 @@ def resources(run: dict, config: dict, attempt: int = 1, cache: dict | None = No
 def fast_paths_enabled() -> bool:
     """The fast paths a training job will take (FMNIST_FAST_DEFORM, read without importing torch)."""
     return os.environ.get("FMNIST_FAST_DEFORM", "1") != "0"
+
+
+GPU_JOB_DEFAULT_MB = 4_000
+"""Planned GPU memory of a training job whose model has no measured figure."""
+GPU_DATA_MB = 200
+"""The splits held on the GPU as uint8 (47 MB for all of Fashion-MNIST) and their float batches."""
+
+
+def gpu_mem_mb(run: dict, config: dict, cache: dict | None = None) -> float:
+    """Planned GPU memory of a training job (MB): parameters, gradients and Adam's two moments (16 bytes
+    per parameter), the activations autograd saves for the larger of the training and evaluation batch,
+    the data, all times SAFETY; a default where the model has no measured figure. No torch, no measuring."""
+    label = device_label(config["device"], int(config["threads"]))
+    cache = load_cache() if cache is None else cache
+    figure = cache.get(throughput_key(run, label, fast_paths_enabled()))
+    if figure is None:
+        return GPU_JOB_DEFAULT_MB
+    batch = max(int(run["train"]["batch_size"]), int(run["train"]["eval_batch_size"]))
+    model_mb = (figure["params"] * 16 + figure["activation_bytes_per_image"] * batch) / 2**20
+    return GPU_DATA_MB + model_mb * SAFETY

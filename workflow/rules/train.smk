@@ -14,6 +14,7 @@ rule features:
     threads: config["threads"]
     resources:
         gpu=gpu_per_run(),
+        gpu_slots=gpu_slots("features"),
     params:
         spec=lambda wildcards: FEATURE_SETS[wildcards.feature_set],
         device=config["device"],
@@ -44,6 +45,7 @@ rule train:
     threads: config["threads"]
     resources:
         gpu=gpu_per_run(),
+        gpu_slots=gpu_slots("train"),
         runtime=train_resources("runtime"),  # minutes; `python -m fmnist plan` measures the figures
         mem_mb=train_resources("mem_mb"),
     params:
