@@ -213,6 +213,7 @@ def cmd_plan(args) -> int:
     r = plan.plan(cfg, fast=args.fast, measure_missing=args.measure, remeasure=args.remeasure,
                   seconds=args.seconds, batch_cap=args.measure_batch_cap,
                   log=(lambda _m: None) if args.json else print)
+    r["wall"] = plan_wall(r, cfg, args)
     if args.json:
         json.dump(r, sys.stdout, indent=2)
         print()
@@ -225,14 +226,26 @@ def cmd_plan(args) -> int:
             print(f"{row['run']:60s} {row['epochs']:6d} {row['train_images']:13,d} {ips:>9s} {hours:>8s}")
     print(f"cost plan on {r['device']} ({r['unit']}; fast paths {'on' if r['fast_paths'] else 'off'}; "
           f"early stopping counted as running every epoch: an upper bound)")
-    print(f"{'study':24s} {'runs':>5s} {'measured':>9s} {r['unit']:>10s}")
+    w = r["wall"]
+    print(f"wall-clock hours on {w['machine']}")
+    print(f"{'study':24s} {'runs':>5s} {'measured':>9s} {r['unit']:>10s} {'wall hours':>11s}")
     for study, x in r["studies"].items():
-        print(f"{study:24s} {x['runs']:5d} {x['measured']:9d} {x['hours']:10.1f}")
+        print(f"{study:24s} {x['runs']:5d} {x['measured']:9d} {x['hours']:10.1f} {w['studies'][study]:11.2f}")
     print(f"{'total (each run once)':24s} {len(r['runs']):5d} "
-          f"{sum(x['seconds'] is not None for x in r['runs'].values()):9d} {r['total_hours']:10.1f}")
+          f"{sum(x['seconds'] is not None for x in r['runs'].values()):9d} {r['total_hours']:10.1f} "
+          f"{w['total_hours']:11.2f}")
     if r["missing"]:
         print(f"not measured (left out of the sums; run without --no-measure): {', '.join(r['missing'])}")
     return 0
+
+
+def plan_wall(r: dict, cfg: dict, args) -> dict:
+    """The plan's wall-clock hours on the machine the arguments describe (default: this one)."""
+    from fmnist import gpus, plan
+
+    count = args.gpus or len(gpus.visible_gpus()) or 1
+    return plan.wall_clock(r, cfg, gpus=count, slots=args.gpu_slots or cfg.get("gpu_slots"),
+                           gpu_memory_mb=args.gpu_memory_mb or cfg.get("gpu_memory_mb"), cores=args.cores)
 
 
 def cmd_record_export(args) -> int:
@@ -321,6 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--measure-batch-cap", type=int,
                    help="measure at most this many images per step (big models on a slow device)")
     p.add_argument("--runs", action="store_true", help="also print one line per run")
+    p.add_argument("--gpus", type=int, help="wall-clock hours on this many GPUs (default: the GPUs here, or 1)")
+    p.add_argument("--gpu-slots", type=int, help="jobs side by side per GPU (default: the config's gpu_slots, or 12)")
+    p.add_argument("--gpu-memory-mb", type=int, help="memory of each GPU (default: the config's, or nvidia-smi's)")
+    p.add_argument("--cores", type=int, help="on a CPU: wall-clock hours on this many cores (default: this machine's)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plan)
 
