@@ -108,6 +108,8 @@ def test_makespan_of_lanes_and_of_packed_gpus():
     # a job too big to share runs alone at its own speed; the small ones pack on the other GPU
     assert plan.makespan([(10, 4), (10, 1), (10, 1)], 2, 4, speedup) == 20
     assert plan.makespan([(10, 4)], 1, 4, speedup) == 10
+    # a job needing both slots of a GPU waits for the second to free up: 10 s, then 5 s alone
+    assert plan.makespan([(10, 1), (5, 2)], 1, 2, speedup) == 15
     with pytest.raises(ValueError):
         plan.makespan([(1, 1)], 0, 4)
 
