@@ -25,7 +25,9 @@ HEAD_IMAGES_PER_S = 200_000.0
 
 def cacheable(run: dict) -> bool:
     """Whether `run` can train on cached features: a head-only transfer model whose backbone input is the
-    same every epoch (augmentation none, plain resize) and no EMA of the whole model."""
+    same every epoch (augmentation none, plain resize) and no EMA of the whole model. bf16 qualifies: the
+    features are computed under the run's autocast (its `amp` is part of the feature set), as `auto`
+    always did on CUDA; now that `auto` is bf16 on some CPUs too, excluding it would drop the cache there."""
     m, t = run["model"], run["train"]
     return (
         m["arch"] in models.TRANSFER_WEIGHTS
@@ -33,7 +35,6 @@ def cacheable(run: dict) -> bool:
         and m["args"].get("resize") == "plain"
         and run["augmentation"]["kind"] == "none"
         and not t["ema"]["enabled"]
-        and t["amp"] != "bf16"
     )
 
 
