@@ -187,3 +187,37 @@ def test_cuda_graph_matches_eager_on_the_same_seed(prepared_small, recipe):
     assert out[True][2] is not None and out[True][2].graph is not None  # the graph was captured and replayed
     assert out[True][0] == pytest.approx(out[False][0], rel=2e-2, abs=2e-2)
     assert torch.allclose(out[True][1], out[False][1], rtol=5e-2, atol=5e-3)
+
+
+@pytest.mark.parametrize("scheduler", [{"name": "none"}, {"name": "step", "step_size": 1}, {"name": "cosine"},
+                                       {"name": "onecycle"}, {"name": "plateau", "patience": 0},
+                                       {"name": "warmup", "warmup_epochs": 1}, {"name": "warmup_cosine"}])
+def test_a_graph_ready_optimizer_follows_every_schedule(scheduler):
+    """Under cuda_graph the lr is a tensor the graph reads: each scheduler must fill it in place with the
+    values it gives a plain float lr (checked on the CPU, where the graph itself cannot run)."""
+    from fmnist import recipes
+
+    lrs = {}
+    for tensor_lr in (False, True):
+        model = torch.nn.Linear(4, 2)
+        opt = recipes.build_optimizer(model.parameters(), {"name": "adam", "lr": 0.01})
+        if tensor_lr:
+            train.graph_ready(opt, torch.device("cpu"))
+            lr_tensor = opt.param_groups[0]["lr"]
+        defaults = {"step_size": 10, "gamma": 0.5, "patience": 2, "warmup_epochs": 1, "max_lr_factor": 10.0,
+                    "min_lr": 0.0}
+        sched = recipes.build_schedule(opt, {**defaults, **scheduler}, 3, 4)
+        seen = []
+        for _epoch in range(3):
+            for _ in range(4):
+                opt.step()
+                sched.after_batch()
+                seen.append(float(opt.param_groups[0]["lr"]))
+            sched.after_epoch(1.0)  # a flat val loss: plateau decays
+            seen.append(float(opt.param_groups[0]["lr"]))
+        if tensor_lr:
+            assert opt.param_groups[0]["lr"] is lr_tensor  # filled in place: what a captured graph reads
+        lrs[tensor_lr] = seen
+    assert lrs[True] == pytest.approx(lrs[False], rel=1e-6)
+    if scheduler["name"] != "none":
+        assert len(set(lrs[False])) > 1  # the schedule moved the lr, so the comparison is not of constants

@@ -156,9 +156,7 @@ class StepLoop:
         cuda_graph = bool(cfg.get("cuda_graph", False))
         if cuda_graph:
             check_cuda_graph(cfg, device)
-            for group in optimizer.param_groups:  # the step's count and lr live on the GPU, read by the graph
-                group["capturable"] = True
-                group["lr"] = torch.tensor(float(group["lr"]), device=device)
+            graph_ready(optimizer, device)
         schedule = recipes.build_schedule(optimizer, cfg["scheduler"], cfg["epochs"], steps)
         ema = recipes.build_ema(model, cfg["ema"])
         return cls(model, optimizer, schedule, ema, aug, normalize, loss_fn, use_bf16, device,
@@ -239,6 +237,15 @@ def check_cuda_graph(cfg: dict, device: torch.device) -> None:
             f"train.cuda_graph: optimizer {cfg['optimizer']['name']!r} cannot be captured; use one of "
             f"{', '.join(GRAPH_OPTIMIZERS)} or set cuda_graph: false"
         )
+
+
+def graph_ready(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Make `optimizer` replayable from a CUDA graph: its step count and lr live on `device` (the
+    schedulers, built after this, fill the lr tensor in place instead of replacing it by a float)."""
+    for group in optimizer.param_groups:
+        if "capturable" in group:
+            group["capturable"] = device.type == "cuda"
+        group["lr"] = torch.tensor(float(group["lr"]), device=device)
 
 
 class GraphedStep:
