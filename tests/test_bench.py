@@ -14,8 +14,8 @@ from fmnist.models import build_model
 
 
 def resolved(model="standard_cnn", augmentation="none", **train_overrides) -> dict:
-    # the plain loop below is Adam 1e-3, batch 64, no schedule: pin that whatever config.yaml's defaults are
-    recipe = {"batch_size": 64, "optimizer": {"name": "adam", "lr": 1e-3}, "scheduler": {"name": "none"},
+    # the plain loop below is Adam 1e-3, batch 64, no schedule, float32: pin that whatever config.yaml's defaults are
+    recipe = {"batch_size": 64, "optimizer": {"name": "adam", "lr": 1e-3}, "scheduler": {"name": "none"}, "amp": "off",
               **train_overrides}
     return bench.resolve_one(bench.DEFAULT_CONFIG, model, augmentation, seed=0, train=recipe)
 
@@ -122,3 +122,109 @@ def test_bench_dag(tmp_path, prepared_small):
     assert r["training_runs"] >= 1 and r["planned_jobs"] and r["planned_jobs"] > r["training_runs"]
     s = r["startup_seconds"]
     assert s["total"] >= s["import torch"] + s["data load"] > 0
+
+
+# --- bench steps and bench gpu -------------------------------------------------------------------
+
+def test_bench_steps_on_the_cpu(prepared_small, capsys):
+    rc = cli.main(["bench", "steps", "--device", "cpu", "--data", str(prepared_small), "--steps", "2",
+                   "--warmup", "1", "--repeats", "2", "--threads", "1", "--json"])
+    assert rc == 0
+    r = json.loads(capsys.readouterr().out)
+    assert set(r["ms_per_step"]) == {"fp32", "bf16"} and all(v > 0 for v in r["ms_per_step"].values())
+    assert r["speedup_vs_fp32"]["fp32"] == 1.0 and len(r["samples"]["bf16"]) == 2
+    with pytest.raises(bench.ConfigError, match="need CUDA"):
+        bench.steps(device="cpu", variants=["fp32", "cuda_graph"], data=prepared_small)
+    with pytest.raises(bench.ConfigError, match="unknown step variant"):
+        bench.steps(device="cpu", variants=["fp16"], data=prepared_small)
+
+
+# `nvidia-smi dmon -s u -d 1` as a 535 driver writes it: a two-line header, repeated, one line per GPU and
+# second, '-' where a unit is not supported
+DMON_SAMPLE = """\
+# gpu     sm    mem    enc    dec    jpg    ofa
+# Idx      %      %      %      %      %      %
+    0      0      0      0      0      0      0
+    1      2      0      0      0      -      -
+    0     41     12      0      0      0      0
+    1     59     20      0      0      -      -
+# gpu     sm    mem    enc    dec    jpg    ofa
+# Idx      %      %      %      %      %      %
+    0     88     30      0      0      0      0
+    1      -     30      0      0      0      0
+    0     17
+"""
+
+
+def test_dmon_parser_on_a_recorded_sample():
+    sm = bench.parse_dmon(DMON_SAMPLE)
+    assert sm == {"0": [0.0, 41.0, 88.0], "1": [2.0, 59.0]}  # '-' and the cut-off last line skipped
+    summary = bench.sm_summary(sm)
+    assert summary == {"sm_mean_percent": 38.0, "sm_samples": 5, "gpus_seen": ["0", "1"]}
+    assert bench.sm_summary({})["sm_mean_percent"] is None
+    older = "# gpu   sm   mem   enc   dec\n# Idx    %    %    %    %\n    0   12    1    0    0\n"
+    assert bench.parse_dmon(older) == {"0": [12.0]}
+
+
+GPU_RESULT = {
+    "device": "cuda", "cores": 16, "parts": {
+        "packed_default_study": {"command": "snakemake --cores 16 --resources gpu=1", "runs": 12,
+                                 "wall_seconds": 41.5, "sm_mean_percent": 35.2, "sm_samples": 40, "gpus_seen": ["0"]},
+        "one_job_at_a_time_sample": {"runs": ["a", "b"], "wall_seconds": 40.0, "seconds_per_run": 20.0,
+                                     "estimated_study_seconds_one_at_a_time": 240.0, "sm_mean_percent": 4.0},
+        "step_times": {"error": "RuntimeError: compile failed"},
+        "throughput_vs_reports_loop": {"reference_images_per_s": 11900.0, "fmnist_images_per_s": 22800.0,
+                                       "ratio": 1.91},
+        "full_study_plan": {"unit": "GPU-hours", "hours": 33.9, "wall_hours": 6.1,
+                            "machine": "1 GPU(s) x 12 slots of 11750 MB"},
+    },
+    "packing_ratio": 5.78, "total_seconds": 301.0,
+}
+
+
+def test_gpu_result_writer_and_table(tmp_path):
+    bench.write_gpu_result(GPU_RESULT, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / bench.GPU_BENCH_FILE).read_text()) == GPU_RESULT
+    table = (tmp_path / "out" / bench.GPU_TABLE_FILE).read_text()
+    assert "--resources gpu=1, 12 runs: wall seconds" in table and "41.5" in table
+    assert "step_times: ERROR RuntimeError: compile failed" in table
+    assert "packing ratio (one at a time / packed): 5.78x" in table
+    assert "full study: GPU-hours (one job at a time)" in table and "6.1" in table
+    assert "1.91x" in table
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the error exists only where CUDA is missing")
+def test_bench_gpu_without_cuda_is_a_clear_error(prepared_small, tmp_path, capsys):
+    assert cli.main(["bench", "gpu", "--data", str(prepared_small), "--out", str(tmp_path / "o")]) == 2
+    assert "bench gpu needs a CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # nothing started
+
+
+def test_bench_gpu_argument_errors(prepared_small, tmp_path, capsys):
+    assert cli.main(["bench", "gpu", "--sequential-runs", "0", "--data", str(prepared_small)]) == 2
+    assert "--sequential-runs must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "gpu", "--device", "mps"])
+    assert cli.main(["bench", "gpu", "--device", "cpu", "--data", str(tmp_path / "none.npz")]) == 2
+    assert "no prepared data" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_gpu_rehearsed_on_the_cpu(prepared_small, tmp_path, monkeypatch):
+    """Every part of `bench gpu` runs end to end (the workflow calls, dmon absent, steps, throughput,
+    plan) with device cpu on a tiny study: what the GPU session runs is not tried there first."""
+    from conftest import tiny_config, write_config
+
+    monkeypatch.setenv("FMNIST_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = write_config(tmp_path, tiny_config(defaults={"epochs": 1}, studies={
+        "tiny": {"models": ["standard_cnn"], "seeds": [0, 1]}}))
+    r = bench.gpu(tmp_path / "out", prepared_small, cores=2, sequential_runs=1, budget=800, configfile=cfg,
+                  plan_config=cfg, device="cpu", n_steps=2, images=128, plan_seconds=0.05, log=lambda _m: None)
+    errors = {k: v["error"] for k, v in r["parts"].items() if "error" in v}
+    assert not errors, errors
+    assert set(r["parts"]) == {"packed_default_study", "one_job_at_a_time_sample", "step_times",
+                               "throughput_vs_reports_loop", "full_study_plan"}
+    assert r["parts"]["packed_default_study"]["runs"] == 2 and r["packing_ratio"] > 0
+    assert (tmp_path / "out" / "packed" / "results" / "runs" / "standard_cnn.none.default.s1" / "metrics.json").exists()
+    assert r["parts"]["full_study_plan"]["hours"] > 0
+    assert json.loads((tmp_path / "out" / bench.GPU_BENCH_FILE).read_text()) == r

@@ -84,3 +84,78 @@ def test_train_rule_asks_for_the_planned_resources(tmp_path, cache_dir):
     text = out.stdout + out.stderr
     # the figures of test_resources_grow_with_attempt...: 14 + 5 minutes, 2,000 + 2 x (16 + 62.5) MB
     assert "runtime=19," in text and "mem_mb=2157," in text, text[-3000:]
+
+
+# --- wall-clock hours on a machine ---------------------------------------------------------------------
+
+def test_packed_speedup_interpolates_the_measured_points():
+    curve = ((1, 1.0), (5, 3.0))
+    assert plan.packed_speedup(1, curve) == 1.0
+    assert plan.packed_speedup(3, curve) == pytest.approx(2.0)
+    assert plan.packed_speedup(9, curve) == 3.0  # flat past the last measurement
+
+
+def test_makespan_of_lanes_and_of_packed_gpus():
+    # two CPU lanes, each job at its own speed: 3|3, then 2 on each lane, then the last 2 -> 7
+    assert plan.makespan([(3, 1), (3, 1), (2, 1), (2, 1), (2, 1)], 1, 2, float) == 7
+    def speedup(n):
+        return 1.0 if n == 1 else 2.0
+
+    # 8 jobs of 10 s on 2 GPUs of 4 slots, 4 side by side at a combined 2x: each takes 20 s, all at once
+    assert plan.makespan([(10, 1)] * 8, 2, 4, speedup) == 20
+    # a ninth waits for a slot: 40 s
+    assert plan.makespan([(10, 1)] * 9, 2, 4, speedup) == 40
+    # a job too big to share runs alone at its own speed; the small ones pack on the other GPU
+    assert plan.makespan([(10, 4), (10, 1), (10, 1)], 2, 4, speedup) == 20
+    assert plan.makespan([(10, 4)], 1, 4, speedup) == 10
+    # a job needing both slots of a GPU waits for the second to free up: 10 s, then 5 s alone
+    assert plan.makespan([(10, 1), (5, 2)], 1, 2, speedup) == 15
+    with pytest.raises(ValueError):
+        plan.makespan([(1, 1)], 0, 4)
+
+
+def gpu_plan(tmp_path, cache_dir, seconds_per_run: float):
+    """A plan on CUDA from a given figure: 4 seeds of standard_cnn, each `seconds_per_run` long."""
+    cfg = tiny_config(device="cuda", studies={"a": {"models": ["standard_cnn"], "seeds": [0, 1, 2, 3]},
+                                              "b": {"models": ["standard_cnn"], "seeds": [0]}})
+    path = tmp_path / "gpu.yaml"
+    path.write_text(json.dumps(cfg))
+    from fmnist import experiments
+
+    validated = config.load(path)
+    run = next(iter(experiments.expand(validated)[0].values()))
+    key = plan.throughput_key(run, "cuda", True)
+    # images per s such that a run (1,800 x 2 trained + 1,400 evaluated at 3x) takes seconds_per_run
+    ips = (3600 + 1400 / 3) / seconds_per_run
+    plan.save_cache({key: {"train_images_per_s": ips, "params": 2**20, "activation_bytes_per_image": 2**12}})
+    return path, validated
+
+
+def test_wall_clock_hours_of_a_gpu_plan(tmp_path, cache_dir):
+    path, cfg = gpu_plan(tmp_path, cache_dir, 360.0)
+    r = plan.plan(cfg, measure_missing=False)
+    assert r["unit"] == "GPU-hours" and r["total_hours"] == pytest.approx(0.4)
+    one = plan.wall_clock(r, cfg, gpus=1, slots=1, gpu_memory_mb=80_000)
+    assert one["total_hours"] == pytest.approx(0.4) and one["studies"]["b"] == pytest.approx(0.1)
+    # 4 slots: the 4 runs side by side at the measured combined speed of 4 jobs
+    packed = plan.wall_clock(r, cfg, gpus=1, slots=4, gpu_memory_mb=80_000)
+    assert packed["total_hours"] == pytest.approx(0.1 * 4 / plan.packed_speedup(4))
+    assert packed["total_hours"] < one["total_hours"]
+    # a GPU too small to share (each run needs more than a slot of 100 MB): one at a time again
+    small = plan.wall_clock(r, cfg, gpus=1, slots=4, gpu_memory_mb=400)
+    assert small["total_hours"] == pytest.approx(0.4)
+    # two GPUs, one job each at a time: twice as fast
+    two = plan.wall_clock(r, cfg, gpus=2, slots=1, gpu_memory_mb=80_000)
+    assert two["total_hours"] == pytest.approx(0.2)
+
+
+def test_plan_command_prints_wall_hours(tmp_path, cache_dir, capsys):
+    path, _ = gpu_plan(tmp_path, cache_dir, 360.0)
+    args = ["plan", "--configfile", str(path), "--no-measure", "--gpus", "2", "--gpu-slots", "1",
+            "--gpu-memory-mb", "80000"]
+    assert cli.main([*args, "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["wall"]["total_hours"] == pytest.approx(0.2) and r["wall"]["machine"].startswith("2 GPU(s) x 1 slots")
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "wall hours" in out and "0.20" in out

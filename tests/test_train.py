@@ -140,3 +140,84 @@ def test_trainer_stops_by_the_rule_on_scripted_validation_scores(tmp_path, prepa
     m = train.train_run(run, prepared_small, tmp_path, device="cpu", log=lambda s: None)
     assert (m["epochs_run"], m["best_epoch"], m["tested_epoch"]) == (5, 3, 3)
     assert m["best_val_accuracy"] == 0.60
+
+
+# --- numerics and CUDA graphs ------------------------------------------------------------------------
+
+def test_metrics_record_the_resolved_amp(tmp_path, prepared_small, monkeypatch):
+    from fmnist import gpus
+
+    monkeypatch.setattr(gpus, "cpu_has_native_bf16", lambda: True)
+    run = resolve({"models": ["standard_cnn"]}, data={"train_limit": 1000},
+                  defaults={"epochs": 1, "early_stopping": {"enabled": False}})
+    result = train.train_run(run, prepared_small, tmp_path / "out", device="cpu", log=lambda _m: None, max_steps=2)
+    assert run["train"]["amp"] == "auto" and result["amp_resolved"] == "bf16"
+
+
+def test_cuda_graph_off_cuda_is_a_config_error():
+    run = resolve({"models": ["standard_cnn"]}, defaults={"cuda_graph": True})
+    with pytest.raises(config.ConfigError, match="cuda_graph: true needs a CUDA device.*cuda_graph: false"):
+        train.StepLoop.build(run, 10, 256, torch.device("cpu"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+@pytest.mark.parametrize("recipe", [{}, {"optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+                                         "scheduler": {"name": "onecycle"}}])
+def test_cuda_graph_matches_eager_on_the_same_seed(prepared_small, recipe):
+    """Graphed steps (after the eager warm-up ones) give the losses and weights of eager steps, within
+    bf16 autocast's tolerance."""
+    from fmnist import data
+
+    arrays, _ = data.load_prepared(prepared_small)
+    dev = torch.device("cuda")
+    out = {}
+    for graphed in (False, True):
+        # no dropout: its masks would be drawn from differently advanced RNG streams
+        run = resolve({"models": ["standard_cnn"]},
+                      defaults={"cuda_graph": graphed, "amp": "bf16", "dropout": 0.0, **recipe})
+        split = train.Batches(arrays["train_images"], arrays["train_labels"], dev)
+        torch.manual_seed(0)
+        loop = train.StepLoop.build(run, 10, len(split), dev)
+        losses = []
+        for step in range(12):
+            idx = torch.arange(step * 64, (step + 1) * 64, device=dev)
+            losses.append(float(loop.step(split.images[idx], split.labels[idx])[0]))
+        weights = torch.cat([p.detach().float().flatten() for p in loop.model.parameters()])
+        out[graphed] = losses, weights, loop.graph
+    assert out[True][2] is not None and out[True][2].graph is not None  # the graph was captured and replayed
+    assert out[True][0] == pytest.approx(out[False][0], rel=2e-2, abs=2e-2)
+    assert torch.allclose(out[True][1], out[False][1], rtol=5e-2, atol=5e-3)
+
+
+@pytest.mark.parametrize("scheduler", [{"name": "none"}, {"name": "step", "step_size": 1}, {"name": "cosine"},
+                                       {"name": "onecycle"}, {"name": "plateau", "patience": 0},
+                                       {"name": "warmup", "warmup_epochs": 1}, {"name": "warmup_cosine"}])
+def test_a_graph_ready_optimizer_follows_every_schedule(scheduler):
+    """Under cuda_graph the lr is a tensor the graph reads: each scheduler must fill it in place with the
+    values it gives a plain float lr (checked on the CPU, where the graph itself cannot run)."""
+    from fmnist import recipes
+
+    lrs = {}
+    for tensor_lr in (False, True):
+        model = torch.nn.Linear(4, 2)
+        opt = recipes.build_optimizer(model.parameters(), {"name": "adam", "lr": 0.01})
+        if tensor_lr:
+            train.graph_ready(opt, torch.device("cpu"))
+            lr_tensor = opt.param_groups[0]["lr"]
+        defaults = {"step_size": 10, "gamma": 0.5, "patience": 2, "warmup_epochs": 1, "max_lr_factor": 10.0,
+                    "min_lr": 0.0}
+        sched = recipes.build_schedule(opt, {**defaults, **scheduler}, 3, 4)
+        seen = []
+        for _epoch in range(3):
+            for _ in range(4):
+                opt.step()
+                sched.after_batch()
+                seen.append(float(opt.param_groups[0]["lr"]))
+            sched.after_epoch(1.0)  # a flat val loss: plateau decays
+            seen.append(float(opt.param_groups[0]["lr"]))
+        if tensor_lr:
+            assert opt.param_groups[0]["lr"] is lr_tensor  # filled in place: what a captured graph reads
+        lrs[tensor_lr] = seen
+    assert lrs[True] == pytest.approx(lrs[False], rel=1e-6)
+    if scheduler["name"] != "none":
+        assert len(set(lrs[False])) > 1  # the schedule moved the lr, so the comparison is not of constants

@@ -443,3 +443,318 @@ def deform(models: tuple[str, ...] | list[str] = DEFORM_MODELS, batch_size: int 
             os.environ[deform_ops.FAST_CPU_ENV] = previous
     return {"rows": rows, "batch_size": batch_size, "threads": threads, "seconds": seconds,
             "repeats": repeats, "device_name": device_name(cpu), "load_average": list(os.getloadavg())}
+
+
+# --------------------------------------------------------------------------------------------
+# steps: one training step of the trainer in several numerics / launch modes
+# --------------------------------------------------------------------------------------------
+
+STEP_VARIANTS = {
+    "fp32": {"amp": "off"},
+    "bf16": {"amp": "bf16"},
+    "compile": {"amp": "bf16", "compile": True},
+    "compile_reduce_overhead": {"amp": "bf16", "compile": "reduce-overhead"},
+    "cuda_graph": {"amp": "bf16", "cuda_graph": True},
+}
+CPU_STEP_VARIANTS = ("fp32", "bf16")
+CUDA_STEP_VARIANTS = ("bf16", "compile", "compile_reduce_overhead", "cuda_graph")
+
+
+def _step_loop(run: dict, variant: str, split, dev):
+    import torch
+
+    from fmnist import train
+
+    overrides = dict(STEP_VARIANTS[variant])
+    mode = overrides.pop("compile") if overrides.get("compile") == "reduce-overhead" else None
+    r = json.loads(json.dumps(run))
+    r["train"].update(overrides)
+    torch.manual_seed(0)
+    loop = train.StepLoop.build(r, 10, len(split), dev)
+    if mode:
+        loop.step_model = torch.compile(loop.model, mode=mode)
+    return loop
+
+
+def steps(model: str = "standard_cnn", device: str = "auto", variants: list[str] | None = None,
+          data: Path | str = DEFAULT_DATA, configfile: Path | str = DEFAULT_CONFIG, batch_size: int = 64,
+          n_steps: int = 100, warmup: int = 10, repeats: int = 3, threads: int = 2, log=print) -> dict:
+    """Milliseconds per training step of fmnist's trainer (`StepLoop.step`, the config's recipe for
+    `model`, no augmentation) in each variant: fp32/bf16 on a CPU; eager, compiled, compiled with
+    reduce-overhead and CUDA-graphed (all bf16) on CUDA. Variants alternate per repeat; medians."""
+    import torch
+
+    from fmnist import train
+    from fmnist.data import load_prepared
+
+    data = _check_data(data)
+    torch.set_num_threads(threads)
+    dev = train.select_device(device)
+    variants = list(variants or (CUDA_STEP_VARIANTS if dev.type == "cuda" else CPU_STEP_VARIANTS))
+    unknown = [v for v in variants if v not in STEP_VARIANTS]
+    if unknown:
+        raise ConfigError(f"unknown step variant(s) {', '.join(unknown)}: use {', '.join(STEP_VARIANTS)}")
+    if dev.type != "cuda" and any(v not in CPU_STEP_VARIANTS for v in variants):
+        raise ConfigError(f"variants {', '.join(v for v in variants if v not in CPU_STEP_VARIANTS)} need CUDA")
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    # no schedule: a per-batch one (the default study's one-cycle) would run out of steps over the repeats
+    run = resolve_one(configfile, model, "none", train={"batch_size": batch_size, "scheduler": {"name": "none"}})
+    arrays, _ = load_prepared(data)
+    split = train.Batches(arrays["train_images"], arrays["train_labels"], dev)
+    if (n_steps + warmup) * batch_size > len(split):
+        raise ConfigError(f"{n_steps + warmup} steps of {batch_size} need more images than the data file has")
+    loops = {v: _step_loop(run, v, split, dev) for v in variants}
+
+    def timed(loop) -> float:
+        for i in range(warmup):
+            loop.step(split.images[i * batch_size:(i + 1) * batch_size], split.labels[i * batch_size:(i + 1) * batch_size])
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for i in range(warmup, warmup + n_steps):
+            loop.step(split.images[i * batch_size:(i + 1) * batch_size], split.labels[i * batch_size:(i + 1) * batch_size])
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return (time.perf_counter() - t0) / n_steps * 1000
+
+    samples: dict[str, list[float]] = {v: [] for v in variants}
+    for rep in range(repeats):
+        for v in variants:
+            samples[v].append(timed(loops[v]))
+            log(f"[bench] repeat {rep + 1}/{repeats} {v:24s} {samples[v][-1]:8.3f} ms/step")
+    ms = {v: statistics.median(s) for v, s in samples.items()}
+    base = variants[0]
+    return {
+        "model": model, "device": str(dev), "device_name": train.device_name(dev), "threads": threads,
+        "batch_size": batch_size, "steps": n_steps, "repeats": repeats,
+        "ms_per_step": {v: round(x, 3) for v, x in ms.items()},
+        "images_per_s": {v: round(batch_size / x * 1000, 1) for v, x in ms.items()},
+        "speedup_vs_" + base: {v: round(ms[base] / x, 2) for v, x in ms.items()},
+        "samples": {v: [round(x, 3) for x in s] for v, s in samples.items()},
+        "load_average": list(os.getloadavg()),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# gpu: the one prepared call for a GPU machine
+# --------------------------------------------------------------------------------------------
+
+GPU_BENCH_FILE = "bench_gpu.json"
+GPU_TABLE_FILE = "bench_gpu.txt"
+
+
+def parse_dmon(text: str) -> dict[str, list[float]]:
+    """SM utilisation samples (%) per GPU from `nvidia-smi dmon -s u` output: its `# gpu sm mem ...`
+    header names the columns; '-' (not supported) and partial lines are skipped."""
+    columns: list[str] = []
+    out: dict[str, list[float]] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "#":
+            if len(parts) > 1 and parts[1].lower() in ("gpu", "idx") and "sm" in [p.lower() for p in parts]:
+                columns = [p.lower() for p in parts[1:]]
+            continue
+        if not columns or len(parts) != len(columns):
+            continue
+        row = dict(zip(columns, parts, strict=True))
+        try:
+            out.setdefault(row["gpu"], []).append(float(row["sm"]))
+        except ValueError:
+            continue
+    return out
+
+
+class Dmon:
+    """`nvidia-smi dmon -s u -d 1` in the background while a block runs; `.sm` holds its samples."""
+
+    def __init__(self, path: Path):
+        self.path, self.proc, self.sm = Path(path), None, {}
+
+    def __enter__(self):
+        smi = shutil.which("nvidia-smi")
+        if smi:
+            self.fh = open(self.path, "w")  # noqa: SIM115 - closed in __exit__
+            self.proc = subprocess.Popen([smi, "dmon", "-s", "u", "-d", "1"], stdout=self.fh,
+                                         stderr=subprocess.STDOUT)
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.fh.close()
+            self.sm = parse_dmon(self.path.read_text())
+        return False
+
+
+def sm_summary(sm: dict[str, list[float]]) -> dict:
+    samples = [x for xs in sm.values() for x in xs]
+    return {"sm_mean_percent": round(statistics.mean(samples), 1) if samples else None,
+            "sm_samples": len(samples), "gpus_seen": sorted(sm)}
+
+
+def _workflow(workdir: Path, configfile: Path | str, cores: int, targets: list[str], config: list[str],
+              resources: list[str], timeout: float) -> tuple[float, str]:
+    """Run this checkout's workflow on `configfile` in `workdir`; (seconds, the end of its log)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "snakemake", *targets, "-s", str(REPO_ROOT / "Snakefile"),
+           "--directory", str(workdir), "--configfile", str(Path(configfile).resolve()), "--cores", str(cores),
+           "--resources", *resources, "--config", *config]
+    env = {**os.environ, "SNAKEMAKE_OUTPUT_CACHE": str(workdir.resolve() / "cache"),
+           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=max(1.0, timeout), check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"`{' '.join(cmd)}` ran past the bench's budget ({timeout:.0f}s left)") from exc
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"`{' '.join(cmd)}` failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+    return seconds, (proc.stdout + proc.stderr)[-2000:]
+
+
+def require_cuda() -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            "bench gpu needs a CUDA GPU and torch.cuda.is_available() is False here: run it on the GPU "
+            "machine (docs/performance.md, GPUs); on a CPU use `bench steps` and `bench throughput`"
+        )
+
+
+def gpu(out: Path | str = "bench-gpu", data: Path | str = DEFAULT_DATA, raw: Path | str | None = None,
+        cores: int | None = None, sequential_runs: int = 2, budget: float = 330.0,
+        configfile: Path | str = DEFAULT_CONFIG, plan_config: Path | str = FULL_CONFIG, device: str = "cuda",
+        n_steps: int = 100, images: int = 12800, plan_seconds: float = 0.5, log=print) -> dict:
+    """Everything the GPU goals need, in one command (at most ~6 minutes on one H200): the default study
+    through `snakemake --cores N --resources gpu=1` (wall time, SM utilisation from nvidia-smi dmon),
+    `sequential_runs` of its runs one job at a time (gpu_slots=1) for the packing ratio, step times
+    eager/compiled/graphed, the trainer against the reports' loop, and the full study's plan (GPU-hours
+    and packed wall-hours on this machine). Each part's result is written to `out` as soon as it ends;
+    a part that fails is recorded with its error and the others still run. `raw`: a directory with the
+    four IDX .gz files (default: the config's data.sources). `device: cpu` rehearses the same calls
+    on a CPU (tests)."""
+    if device == "cuda":
+        require_cuda()
+    from fmnist import config as fmnist_config
+    from fmnist import experiments
+
+    data = _check_data(data)
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    cores = int(cores or os.cpu_count() or 1)
+    t_start = time.perf_counter()
+    result: dict = {"device": device, "cores": cores, "configfile": str(configfile), "parts": {}}
+    settings = [f"device={device}"] + ([f"data={json.dumps({'sources': [str(Path(raw).resolve())]})}"] if raw else [])
+
+    def left() -> float:
+        return budget - (time.perf_counter() - t_start)
+
+    def part(name: str, fn) -> None:
+        t0 = time.perf_counter()
+        log(f"[bench gpu] {name} ({left():.0f}s of the budget left) ...")
+        try:
+            result["parts"][name] = {**fn(), "seconds": round(time.perf_counter() - t0, 1)}
+        except Exception as exc:  # one failing part must not lose the others' figures
+            result["parts"][name] = {"error": f"{type(exc).__name__}: {str(exc)[-1500:]}"}
+        write_gpu_result(result, out)
+        log(f"[bench gpu] {name}: {json.dumps(result['parts'][name])[:400]}")
+
+    cfg = fmnist_config.load(configfile)
+    ids = list(experiments.expand(cfg)[0])
+    prepared = str(Path(cfg["data"]["dir"]) / "prepared" / "fashion_mnist.npz")
+
+    def study(workdir: Path, targets: list[str], extra: list[str]) -> tuple[float, str, dict]:
+        _workflow(workdir, configfile, cores, [prepared], settings, ["gpu=1"], left())  # data: not timed
+        with Dmon(out / f"dmon_{workdir.name}.txt") as d:
+            seconds, tail = _workflow(workdir, configfile, cores, targets, settings + extra, ["gpu=1"], left())
+        return seconds, tail, sm_summary(d.sm)
+
+    def packed():
+        seconds, tail, sm = study(out / "packed", [], [])
+        return {"command": f"snakemake --cores {cores} --resources gpu=1", "runs": len(ids),
+                "wall_seconds": round(seconds, 1), **sm, "log_tail": tail[-600:]}
+
+    def sequential():
+        sample = ids[:sequential_runs]
+        seconds, _, sm = study(out / "sequential", [f"results/runs/{r}/metrics.json" for r in sample],
+                               ["gpu_slots=1"])
+        per_run = seconds / len(sample)
+        return {"runs": sample, "wall_seconds": round(seconds, 1), "seconds_per_run": round(per_run, 1),
+                "estimated_study_seconds_one_at_a_time": round(per_run * len(ids), 1), **sm}
+
+    part("packed_default_study", packed)
+    part("one_job_at_a_time_sample", sequential)
+    p, s = result["parts"]["packed_default_study"], result["parts"]["one_job_at_a_time_sample"]
+    if "wall_seconds" in p and "estimated_study_seconds_one_at_a_time" in s:
+        result["packing_ratio"] = round(s["estimated_study_seconds_one_at_a_time"] / p["wall_seconds"], 2)
+    part("step_times", lambda: steps(device=device, data=data, n_steps=n_steps, repeats=3, log=lambda _m: None))
+    part("throughput_vs_reports_loop", lambda: throughput(device=device, data=data, images=images, repeats=3,
+                                                          threads=2, workers=2, log=lambda _m: None))
+
+    def full_plan():
+        from fmnist import plan
+
+        pcfg = fmnist_config.load(plan_config, {"device": device})
+        r = plan.plan(pcfg, measure_missing=True, seconds=plan_seconds, batch_cap=64, log=lambda _m: None)
+        wall = plan.wall_clock(r, pcfg, gpus=1, cores=cores)
+        return {"configfile": str(plan_config), "unit": r["unit"], "hours": round(r["total_hours"], 4),
+                "wall_hours": round(wall["total_hours"], 4), "machine": wall["machine"], "missing": r["missing"],
+                "studies": {k: {"hours": round(v["hours"], 4), "wall_hours": round(wall["studies"][k], 4)}
+                            for k, v in r["studies"].items()}}
+
+    part("full_study_plan", full_plan)
+    result["total_seconds"] = round(time.perf_counter() - t_start, 1)
+    write_gpu_result(result, out)
+    return result
+
+
+def gpu_table(result: dict) -> str:
+    """A short human table of a `gpu` result (whatever parts it has)."""
+    parts = result.get("parts", {})
+    lines = ["fmnist bench gpu"]
+
+    def row(label: str, value) -> None:
+        lines.append(f"  {label:52s} {value}")
+
+    for name, p in parts.items():
+        lines.append(f"{name}:" + (f" ERROR {p['error'][:200]}" if "error" in p else ""))
+        if "error" in p:
+            continue
+        if name == "packed_default_study":
+            row(f"{p['command']}, {p['runs']} runs: wall seconds", p["wall_seconds"])
+            row("SM utilisation, mean %", p["sm_mean_percent"])
+        elif name == "one_job_at_a_time_sample":
+            row(f"{len(p['runs'])} runs one at a time: seconds per run", p["seconds_per_run"])
+            row("the whole study one at a time (estimated), seconds", p["estimated_study_seconds_one_at_a_time"])
+            row("SM utilisation, mean %", p["sm_mean_percent"])
+        elif name == "step_times":
+            for v, ms in p["ms_per_step"].items():
+                row(f"step ms, {p['model']} batch {p['batch_size']}, {v}", ms)
+        elif name == "throughput_vs_reports_loop":
+            row("reports' loop, images/s", p["reference_images_per_s"])
+            row("fmnist trainer, images/s", p["fmnist_images_per_s"])
+            row("ratio", f"{p['ratio']}x")
+        elif name == "full_study_plan":
+            row(f"full study: {p['unit']} (one job at a time)", p["hours"])
+            row(f"full study: wall hours ({p['machine']})", p["wall_hours"])
+    if "packing_ratio" in result:
+        lines.append(f"packing ratio (one at a time / packed): {result['packing_ratio']}x")
+    if "total_seconds" in result:
+        lines.append(f"total: {result['total_seconds']} s")
+    return "\n".join(lines) + "\n"
+
+
+def write_gpu_result(result: dict, out: Path | str) -> None:
+    """The JSON and the table of a `gpu` result into `out` (rewritten after every part)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / GPU_BENCH_FILE).write_text(json.dumps(result, indent=2))
+    (out / GPU_TABLE_FILE).write_text(gpu_table(result))

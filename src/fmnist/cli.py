@@ -208,6 +208,39 @@ def cmd_bench_dag(args) -> int:
     ])
 
 
+def cmd_bench_steps(args) -> int:
+    from fmnist import bench
+
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
+    r = bench.steps(args.model, args.device, variants, args.data, args.configfile or bench.DEFAULT_CONFIG,
+                    args.batch_size, args.steps, args.warmup, args.repeats, args.threads,
+                    log=(lambda _m: None) if args.json else print)
+    base = next(k for k in r if k.startswith("speedup_vs_"))
+    load = ", ".join(f"{x:.2f}" for x in r["load_average"])
+    return _print_result(r, args.json, [
+        f"{r['model']}, batch {r['batch_size']}, {r['steps']} steps x {r['repeats']} alternating repeats (medians), "
+        f"{r['device_name']}, load average {load}",
+        f"{'variant':26s} {'ms/step':>9s} {'images/s':>10s} {base.replace('_', ' '):>16s}",
+        *(f"{v:26s} {ms:9.3f} {r['images_per_s'][v]:10.1f} {r[base][v]:15.2f}x" for v, ms in r["ms_per_step"].items()),
+    ])
+
+
+def cmd_bench_gpu(args) -> int:
+    from fmnist import bench
+
+    if args.sequential_runs < 1 or args.budget <= 0:
+        raise ConfigError("bench gpu: --sequential-runs must be at least 1 and --budget positive")
+    r = bench.gpu(args.out, args.data, args.raw, args.cores, args.sequential_runs, args.budget,
+                  device=args.device, log=(lambda _m: None) if args.json else print)
+    if args.json:
+        json.dump(r, sys.stdout, indent=2)
+        print()
+    else:
+        print(bench.gpu_table(r), end="")
+        print(f"written: {Path(args.out) / bench.GPU_BENCH_FILE}, {Path(args.out) / bench.GPU_TABLE_FILE}")
+    return 0
+
+
 def cmd_bench_deform(args) -> int:
     from fmnist import bench
 
@@ -233,6 +266,7 @@ def cmd_plan(args) -> int:
     r = plan.plan(cfg, fast=args.fast, measure_missing=args.measure, remeasure=args.remeasure,
                   seconds=args.seconds, batch_cap=args.measure_batch_cap,
                   log=(lambda _m: None) if args.json else print)
+    r["wall"] = plan_wall(r, cfg, args)
     if args.json:
         json.dump(r, sys.stdout, indent=2)
         print()
@@ -245,11 +279,14 @@ def cmd_plan(args) -> int:
             print(f"{row['run']:60s} {row['epochs']:6d} {row['train_images']:13,d} {ips:>9s} {hours:>8s}")
     print(f"cost plan on {r['device']} ({r['unit']}; fast paths {'on' if r['fast_paths'] else 'off'}; "
           f"early stopping counted as running every epoch: an upper bound)")
-    print(f"{'study':24s} {'runs':>5s} {'measured':>9s} {r['unit']:>10s}")
+    w = r["wall"]
+    print(f"wall-clock hours on {w['machine']}")
+    print(f"{'study':24s} {'runs':>5s} {'measured':>9s} {r['unit']:>10s} {'wall hours':>11s}")
     for study, x in r["studies"].items():
-        print(f"{study:24s} {x['runs']:5d} {x['measured']:9d} {x['hours']:10.1f}")
+        print(f"{study:24s} {x['runs']:5d} {x['measured']:9d} {x['hours']:10.1f} {w['studies'][study]:11.2f}")
     print(f"{'total (each run once)':24s} {len(r['runs']):5d} "
-          f"{sum(x['seconds'] is not None for x in r['runs'].values()):9d} {r['total_hours']:10.1f}")
+          f"{sum(x['seconds'] is not None for x in r['runs'].values()):9d} {r['total_hours']:10.1f} "
+          f"{w['total_hours']:11.2f}")
     if r["missing"]:
         print(f"not measured (left out of the sums; run without --no-measure): {', '.join(r['missing'])}")
     return 0
@@ -303,6 +340,15 @@ def cmd_export(args) -> int:
         print(f"fmnist: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def plan_wall(r: dict, cfg: dict, args) -> dict:
+    """The plan's wall-clock hours on the machine the arguments describe (default: this one)."""
+    from fmnist import gpus, plan
+
+    count = args.gpus or len(gpus.visible_gpus()) or 1
+    return plan.wall_clock(r, cfg, gpus=count, slots=args.gpu_slots or cfg.get("gpu_slots"),
+                           gpu_memory_mb=args.gpu_memory_mb or cfg.get("gpu_memory_mb"), cores=args.cores)
 
 
 def cmd_record_export(args) -> int:
@@ -399,6 +445,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--measure-batch-cap", type=int,
                    help="measure at most this many images per step (big models on a slow device)")
     p.add_argument("--runs", action="store_true", help="also print one line per run")
+    p.add_argument("--gpus", type=int, help="wall-clock hours on this many GPUs (default: the GPUs here, or 1)")
+    p.add_argument("--gpu-slots", type=int, help="jobs side by side per GPU (default: the config's gpu_slots, or 12)")
+    p.add_argument("--gpu-memory-mb", type=int, help="memory of each GPU (default: the config's, or nvidia-smi's)")
+    p.add_argument("--cores", type=int, help="on a CPU: wall-clock hours on this many cores (default: this machine's)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plan)
 
@@ -440,6 +490,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_dag)
+
+    p = bench.add_parser("steps", help="ms per training step: fp32/bf16 on CPU; eager/compiled/CUDA-graphed on CUDA")
+    p.add_argument("--model", default="standard_cnn")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--variants", help="comma-separated: fp32, bf16, compile, compile_reduce_overhead, cuda_graph "
+                                      "(default: fp32,bf16 on CPU; the four bf16 ones on CUDA)")
+    p.add_argument("--data", default="data/prepared/fashion_mnist.npz")
+    p.add_argument("--configfile", help="config whose defaults give the recipe (default config/config.yaml)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=100, help="timed steps per repeat and variant")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_steps)
+
+    p = bench.add_parser("gpu", help="the GPU check in one call: packed study, SM use, step times, plan (<= 6 min)")
+    p.add_argument("--out", default="bench-gpu", help="directory for bench_gpu.json, bench_gpu.txt, dmon logs")
+    p.add_argument("--data", default="data/prepared/fashion_mnist.npz", help="prepared data for the step benches")
+    p.add_argument("--raw", help="directory with the four IDX .gz files (default: the config's data.sources)")
+    p.add_argument("--cores", type=int, help="snakemake --cores (default: all)")
+    p.add_argument("--sequential-runs", type=int, default=2, help="runs timed one job at a time (default 2)")
+    p.add_argument("--budget", type=float, default=330.0, help="seconds the workflow parts may take in all")
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
+                   help="cuda; cpu rehearses the same calls on a CPU (tests)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_gpu)
 
     p = bench.add_parser("deform", help="fast CPU deformable convolution against torchvision's kernel")
     p.add_argument("--models", default="deformable_cnn,deformable_cnn_a", help="comma-separated presets")

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fmnist import models
+from fmnist import gpus, models
 
 FEATURE_DIR = "results/features"
 HEAD_IMAGES_PER_S = 200_000.0
@@ -25,7 +25,9 @@ HEAD_IMAGES_PER_S = 200_000.0
 
 def cacheable(run: dict) -> bool:
     """Whether `run` can train on cached features: a head-only transfer model whose backbone input is the
-    same every epoch (augmentation none, plain resize) and no EMA of the whole model."""
+    same every epoch (augmentation none, plain resize) and no EMA of the whole model. bf16 qualifies: the
+    features are computed under the run's autocast (its `amp` is part of the feature set), as `auto`
+    always did on CUDA; now that `auto` is bf16 on some CPUs too, excluding it would drop the cache there."""
     m, t = run["model"], run["train"]
     return (
         m["arch"] in models.TRANSFER_WEIGHTS
@@ -33,7 +35,6 @@ def cacheable(run: dict) -> bool:
         and m["args"].get("resize") == "plain"
         and run["augmentation"]["kind"] == "none"
         and not t["ema"]["enabled"]
-        and t["amp"] != "bf16"
     )
 
 
@@ -89,7 +90,7 @@ def compute(spec: dict, data_path: Path | str, out: Path | str, device: str = "a
     if spec["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     normalize = runtime.Normalizer(spec["normalize"]["mean"], spec["normalize"]["std"], spec["channels_last"])
-    use_bf16 = spec["amp"] == "bf16" or (spec["amp"] == "auto" and dev.type == "cuda")
+    use_bf16 = gpus.resolve_amp(spec["amp"], dev.type) == "bf16"
     point, _ = head_chain(model)
     captured: list[torch.Tensor] = []
     hook = point.register_forward_pre_hook(lambda _m, inp: captured.append(inp[0].float().cpu()))

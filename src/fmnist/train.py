@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fmnist import augment, data, features, metrics, recipes
+from fmnist import augment, data, features, gpus, metrics, recipes
+from fmnist.config import ConfigError
 from fmnist.experiments import config_hash
 from fmnist.integrity import HISTORY_COLUMNS
 from fmnist.models import build_model
@@ -122,7 +123,7 @@ class StepLoop:
 
     def __init__(self, model, optimizer, schedule, ema, aug, normalize, loss_fn, use_bf16: bool,
                  device: torch.device, batch_size: int, steps: int, divergence_loss: float,
-                 compile_model: bool = False):
+                 compile_model: bool = False, cuda_graph: bool = False):
         self.model, self.optimizer, self.schedule, self.ema = model, optimizer, schedule, ema
         self.aug, self.normalize, self.loss_fn = aug, normalize, loss_fn
         self.use_bf16, self.device = use_bf16, device
@@ -130,6 +131,11 @@ class StepLoop:
         self.step_model = torch.compile(model) if compile_model else model
         # A finiteness check reads the loss on the host: free on CPU, a pipeline stall on a GPU.
         self.check_every = 1 if device.type == "cpu" else 50
+        self.graph = GraphedStep(self) if cuda_graph else None
+
+    @property
+    def amp_resolved(self) -> str:
+        return "bf16" if self.use_bf16 else "off"
 
     @classmethod
     def build(cls, run: dict, num_classes: int, n_train: int, device: torch.device) -> StepLoop:
@@ -146,20 +152,32 @@ class StepLoop:
         steps = n_train // batch_size if cfg["drop_last"] else math.ceil(n_train / batch_size)
         steps = max(1, steps)
         optimizer = recipes.build_optimizer(model.parameters(), cfg["optimizer"])
+        use_bf16 = gpus.resolve_amp(cfg["amp"], device.type) == "bf16"
+        cuda_graph = bool(cfg.get("cuda_graph", False))
+        if cuda_graph:
+            check_cuda_graph(cfg, device)
+            graph_ready(optimizer, device)
         schedule = recipes.build_schedule(optimizer, cfg["scheduler"], cfg["epochs"], steps)
         ema = recipes.build_ema(model, cfg["ema"])
-        use_bf16 = cfg["amp"] == "bf16" or (cfg["amp"] == "auto" and device.type == "cuda")
         return cls(model, optimizer, schedule, ema, aug, normalize, loss_fn, use_bf16, device,
-                   batch_size, steps, float(cfg["divergence_loss"]), compile_model=cfg["compile"])
+                   batch_size, steps, float(cfg["divergence_loss"]), compile_model=cfg["compile"],
+                   cuda_graph=cuda_graph)
 
-    def autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16)
+    def autocast(self, cache_enabled: bool = True):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16,
+                              cache_enabled=cache_enabled)
 
     def step(self, images_u8: torch.Tensor, labels: torch.Tensor):
         """One optimizer step on a uint8 batch (N, 1, 28, 28); returns (loss, logits, target), detached."""
         x = to_unit(images_u8)
         x, target = self.aug(x, labels)
         x = self.normalize(x)
+        if self.graph is not None and len(x) == self.batch_size:
+            loss, logits = self.graph.step(x, target)
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
+            self.schedule.after_batch()
+            return loss, logits, target
         with self.autocast():
             logits = self.step_model(x)
             loss = self.loss_fn(logits, target)
@@ -197,6 +215,87 @@ class StepLoop:
                 if not math.isfinite(last) or last > self.limit:
                     return loss_sum, correct, seen, f"training loss {last:.4g} at epoch {epoch}, step {step + 1}"
         return loss_sum, correct, seen, ""
+
+
+GRAPH_OPTIMIZERS = ("adam", "adamw", "sgd")
+"""Optimizers whose step torch can capture (capturable=True, or no step count: plain SGD)."""
+
+
+def check_cuda_graph(cfg: dict, device: torch.device) -> None:
+    """`cuda_graph: true` is a config error off CUDA (nothing to capture: the option would silently do
+    nothing there), with `compile` (reduce-overhead compile already graphs the model) and with an
+    optimizer torch cannot capture."""
+    if device.type != "cuda":
+        raise ConfigError(
+            f"train.cuda_graph: true needs a CUDA device, and this run trains on {device.type}: "
+            "set cuda_graph: false (or train on a GPU)"
+        )
+    if cfg["compile"]:
+        raise ConfigError("train.cuda_graph and train.compile are exclusive: set one of them false")
+    if cfg["optimizer"]["name"] not in GRAPH_OPTIMIZERS:
+        raise ConfigError(
+            f"train.cuda_graph: optimizer {cfg['optimizer']['name']!r} cannot be captured; use one of "
+            f"{', '.join(GRAPH_OPTIMIZERS)} or set cuda_graph: false"
+        )
+
+
+def graph_ready(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Make `optimizer` replayable from a CUDA graph: its step count and lr live on `device` (the
+    schedulers, built after this, fill the lr tensor in place instead of replacing it by a float)."""
+    for group in optimizer.param_groups:
+        if "capturable" in group:
+            group["capturable"] = device.type == "cuda"
+        group["lr"] = torch.tensor(float(group["lr"]), device=device)
+
+
+class GraphedStep:
+    """Forward, loss, backward and optimizer step of full batches replayed from one CUDA graph.
+
+    What stays outside the graph, so it behaves as in the eager step: the augmentation (some draw on
+    the host), EMA and the LR schedule (the lr is a GPU tensor the graph reads, filled by the
+    scheduler). The first `WARMUP` full batches train eagerly on a side stream (cuDNN picks its
+    algorithms, the optimizer creates its state), the next is captured and replayed; a last, smaller
+    batch trains eagerly. Inputs are copied into static buffers before each replay.
+    """
+
+    WARMUP = 3
+
+    def __init__(self, loop: StepLoop):
+        self.loop, self.calls = loop, 0
+        self.graph = None
+        self.x = self.target = self.loss = self.logits = None
+
+    def _forward_backward(self, x, target):
+        loop = self.loop
+        with loop.autocast(cache_enabled=False):
+            logits = loop.step_model(x)
+            loss = loop.loss_fn(logits, target)
+        loss.backward()
+        loop.optimizer.step()
+        return loss, logits
+
+    def step(self, x: torch.Tensor, target: torch.Tensor):
+        loop = self.loop
+        if self.graph is None and self.calls < self.WARMUP:
+            self.calls += 1
+            side = torch.cuda.Stream(loop.device)
+            side.wait_stream(torch.cuda.current_stream(loop.device))
+            with torch.cuda.stream(side):
+                loop.optimizer.zero_grad(set_to_none=True)
+                loss, logits = self._forward_backward(x, target)
+            torch.cuda.current_stream(loop.device).wait_stream(side)
+            return loss.detach(), logits.detach()
+        if self.graph is None:
+            self.x, self.target = x.clone(), target.clone()
+            self.graph = torch.cuda.CUDAGraph()
+            loop.optimizer.zero_grad(set_to_none=True)  # the graph's backward allocates the gradients
+            with torch.cuda.graph(self.graph):
+                loss, logits = self._forward_backward(self.x, self.target)
+            self.loss, self.logits = loss.detach(), logits.detach()
+        self.x.copy_(x)
+        self.target.copy_(target)
+        self.graph.replay()
+        return self.loss.clone(), self.logits.clone()
 
 
 class StopRule:
@@ -448,6 +547,7 @@ def finish_run(s: RunSetup, p: Progress, out_dir: Path) -> dict:
             if loop.aug.mixes_labels else ""
         ),
         "evaluated_with_ema": loop.ema is not None,
+        "amp_resolved": loop.amp_resolved,
         "cached_features": bool(s.cached),
         "device": str(s.dev),
         "device_name": device_name(s.dev),

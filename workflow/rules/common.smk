@@ -112,16 +112,58 @@ if REAL_RUN:
     fmnist_integrity.unlink_lost_outputs((RUN_DIR.format(run=r) for r in RUNS), log=log_stderr)
 
 
+# GPUs (docs/performance.md, "GPUs"). `amp: auto` is resolved here, for the device the jobs train on,
+# into each run's config: it is part of the run's identity, so a result never mixes numerics.
+from fmnist import gpus as fmnist_gpus  # noqa: E402
+
+# A cluster run names its nodes' GPU (plan_device): its jobs train there, whatever the submitting host has.
+GPU_TARGET = (
+    "cuda"
+    if config["plan_device"] and config["device"] != "cpu"
+    else fmnist_gpus.target_kind(config["device"])
+)
+for _run in RUNS.values():
+    _run["train"]["amp"] = fmnist_gpus.resolve_amp(_run["train"]["amp"], GPU_TARGET)
+
+# The user counts GPUs (`--resources gpu=N`). Run locally, the workflow packs jobs onto them: it
+# registers `gpu_slots` = N x slots per GPU, each GPU job asks the slots its planned memory needs, and
+# the job takes them on one GPU by file locks (fmnist.gpus). `gpu_per_run: N` turns packing off: each
+# job then asks `gpu=N`, one job per GPU (SLURM gives each job its own GPUs that way).
+GPU_PACKING = None
+if (
+    config["gpu_per_run"] is None
+    and (GPU_TARGET == "cuda" or config["gpu_devices"])
+    and workflow.local_exec
+    and not workflow.remote_exec
+):
+    GPU_PACKING = fmnist_gpus.packing(config, workflow.global_resources.get("gpu").value)
+# No GPU listed (no nvidia-smi, or gpu=0): one job per GPU, by the gpu resource.
+if GPU_PACKING is not None and not GPU_PACKING.devices:
+    GPU_PACKING = None
+if GPU_PACKING is not None:
+    if workflow.global_resources.get("gpu_slots").value is None:
+        workflow.register_resource("gpu_slots", GPU_PACKING.total_slots)
+    os.environ[fmnist_gpus.PLACEMENT_ENV] = fmnist_gpus.placement_json(GPU_PACKING)
+
+
 def gpu_per_run():
-    """The gpu resource of a training job: 1 where the run will train on CUDA."""
+    """The gpu resource of a training job: config gpu_per_run, or 1 where the run trains on CUDA
+    unpacked (SLURM, or no packing); 0 when packed (it asks gpu_slots instead)."""
     if config["gpu_per_run"] is not None:
         return config["gpu_per_run"]
-    device = config["device"]
-    if device.startswith("cuda"):
-        return 1
-    if device == "auto":
-        return int(fmnist_config.nvidia_gpu_present())
-    return 0
+    return int(GPU_TARGET == "cuda" and GPU_PACKING is None)
+
+
+def gpu_slots(kind):
+    """The gpu_slots resource of a `kind` (train or features) job: the slots of one GPU its planned
+    memory needs (0 without packing)."""
+    if GPU_PACKING is None:
+        return 0
+    if kind == "features":
+        return GPU_PACKING.job_slots(fmnist_gpus.FEATURE_JOB_MB)
+    return lambda wildcards: GPU_PACKING.job_slots(
+        fmnist_plan.gpu_mem_mb(RUNS[wildcards.run], config, COST_CACHE)
+    )
 
 
 # Measured throughput figures (python -m fmnist plan): read once, never measured while parsing.

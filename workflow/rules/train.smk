@@ -15,6 +15,7 @@ rule features:
     resources:
         gpu=job_gpus(),
         cpus_per_task=config["threads"],  # not capped by the submitting machine's cores
+        gpu_slots=gpu_slots("features"),
     params:
         spec=lambda wildcards: FEATURE_SETS[wildcards.feature_set],
         # the feature code and the backbone's family module (fmnist.codeid)
@@ -50,6 +51,7 @@ rule train:
     resources:
         gpu=job_gpus(),
         cpus_per_task=config["threads"],  # not capped by the submitting machine's cores
+        gpu_slots=gpu_slots("train"),
         runtime=train_resources("runtime"),  # minutes; `python -m fmnist plan` measures the figures
         mem_mb=train_resources("mem_mb"),
     params:

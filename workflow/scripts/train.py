@@ -12,17 +12,25 @@ from _setup import redirect_output  # noqa: E402
 
 redirect_output(snakemake.log[0])  # noqa: F821
 
+from fmnist import gpus  # noqa: E402
+
+# Before torch is imported: the job's GPU slots, and CUDA_VISIBLE_DEVICES set to their GPU.
+slot = gpus.place_job(snakemake.resources.get("gpu_slots", 0))  # noqa: F821
+
 from fmnist import train  # noqa: E402
 from fmnist.status import result_line  # noqa: E402
 
 sm = snakemake  # noqa: F821
+# a placed job sees only its GPU, as cuda:0
+device = "cuda" if slot is not None and sm.params.device.startswith("cuda") else sm.params.device
 result = train.train_run(
     json.loads(sm.params.run),
     sm.input.data,
     Path(sm.output.metrics).parent,
-    device=sm.params.device,
+    device=device,
     threads=sm.threads,
     max_steps=sm.params.max_steps,
     features_path=sm.input.get("features"),
 )
 print(result_line(result), file=sys.__stderr__, flush=True)
+gpus.release_job(slot)
