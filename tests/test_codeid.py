@@ -120,7 +120,8 @@ def bytecode_closure(roots, root: Path = SRC) -> set[str]:
 
 
 def trainer_and(family: str) -> tuple[str, ...]:
-    return ("fmnist.train", f"fmnist.models.{family}")
+    """The train job's roots (the modules its script imports: the trainer and the result line) and a family."""
+    return ("fmnist.train", "fmnist.runline", f"fmnist.models.{family}")
 
 
 def test_each_family_covers_the_trainer_and_all_they_import():

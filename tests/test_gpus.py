@@ -220,7 +220,7 @@ def test_dry_run_asks_gpu_slots_from_the_packing(tmp_path):
     target = "results/runs/standard_cnn.none.default.s0/metrics.json"
     proc = snakemake(root, target, "-n", "--resources", "gpu=2")
     text = proc.stdout + proc.stderr
-    assert re.search(r"gpu=0, gpu_slots=1\b", text), text[-3000:]
+    assert re.search(r"gpu=0, (cpus_per_task=\d+, )?gpu_slots=1\b", text), text[-3000:]
     one = snakemake(root, target, "-n", "--config", "gpu_per_run=1")
     assert "gpu=1" in one.stdout + one.stderr and "gpu_slots=1" not in one.stdout + one.stderr
 

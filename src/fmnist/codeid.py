@@ -44,7 +44,7 @@ BOUNDARY = frozenset({"fmnist", "fmnist.models"})
 
 # The roots of each rule: the fmnist modules its workflow script imports (tests/test_codeid.py checks
 # every script against these). A training run adds its model family module (fmnist.models.<family>).
-TRAIN_MODULES = ("fmnist.train",)
+TRAIN_MODULES = ("fmnist.train", "fmnist.runline")
 FEATURE_MODULES = ("fmnist.features",)
 DATA_MODULES = ("fmnist.data",)
 AGGREGATE_MODULES = ("fmnist.aggregate", "fmnist.compare", "fmnist.integrity")

@@ -29,23 +29,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from fmnist.runline import format_duration, result_line  # noqa: F401 - result_line: part of this API
+
 START = re.compile(r"^==== (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) job started \(pid (\d+)\) ====$")
 EPOCH = re.compile(r"\bepoch (\d+)/(\d+) .*\bval_acc ([0-9.]+|nan) .* ([0-9.]+)s(?: \*)?$")
 RESUMED = re.compile(r"\bresuming after epoch (\d+)\b")
 ENDED = re.compile(r"\] (ok|diverged|not_learned): test accuracy ")
 FAILURE = re.compile(r"^(Traceback \(most recent call last\)|fmnist: |[A-Za-z_.]*(Error|Exception): )")
 RECENT_EPOCHS = 5
-
-
-def result_line(metrics: dict) -> str:
-    """The one line a finished training job prints to the terminal: run, status, test accuracy,
-    epochs (run of the budget, the tested one), training time."""
-    acc = metrics.get("test_accuracy")
-    acc_text = "   n/a" if acc is None else f"{100 * acc:6.2f}%"
-    status = "" if metrics["status"] == "ok" else f"  [{metrics['status']}]"
-    return (f"fmnist: finished {metrics['run_id']}  test accuracy {acc_text}  "
-            f"epochs {metrics['epochs_run']}/{metrics['epochs_max']} (tested {metrics.get('tested_epoch')})  "
-            f"{format_duration(metrics['train_seconds'])}{status}")
 
 
 CACHE_MESSAGES = ("Moving output file ", "Symlinking output file ")
@@ -63,17 +54,6 @@ def quiet_cache_messages() -> None:
     log = logging.getLogger("snakemake.logging")
     if not any(isinstance(f, _CacheChatter) for f in log.filters):
         log.addFilter(_CacheChatter())
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown"
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 @dataclass

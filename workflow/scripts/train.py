@@ -1,7 +1,7 @@
 """Snakemake entry: train one run from its resolved config (see fmnist.train.train_run).
 
 Everything the run prints goes to its log; one result line goes to the terminal, through the stderr
-Snakemake passes on (fmnist.status.result_line)."""
+Snakemake passes on (fmnist.runline.result_line)."""
 
 import json
 import sys
@@ -18,7 +18,7 @@ from fmnist import gpus  # noqa: E402
 slot = gpus.place_job(snakemake.resources.get("gpu_slots", 0))  # noqa: F821
 
 from fmnist import train  # noqa: E402
-from fmnist.status import result_line  # noqa: E402
+from fmnist.runline import result_line  # noqa: E402
 
 sm = snakemake  # noqa: F821
 # a placed job sees only its GPU, as cuda:0
