@@ -22,6 +22,7 @@ from fmnist import features as fmnist_features  # noqa: E402
 from fmnist import integrity as fmnist_integrity  # noqa: E402
 from fmnist import plan as fmnist_plan  # noqa: E402
 from fmnist import published  # noqa: E402
+from fmnist import runcache as fmnist_runcache  # noqa: E402
 from fmnist import smoke as fmnist_smoke  # noqa: E402
 
 
@@ -112,6 +113,10 @@ onstart:
 # from the cache or retrained.
 if REAL_RUN:
     fmnist_data.check_prepared(PREPARED, log=log_stderr)
+    # A moved or copied project: its links still name the old place; point them at this cache first.
+    fmnist_runcache.relink(
+        (RUN_DIR.format(run=r) for r in RUNS), fmnist_integrity.RUN_OUTPUTS, RUN_CACHE
+    )
     fmnist_integrity.unlink_lost_outputs((RUN_DIR.format(run=r) for r in RUNS), log=log_stderr)
 
 
