@@ -3,17 +3,20 @@ workflow/Snakefile, .smk rule modules, config/README.md, the settings file, snak
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from importlib import metadata
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, make_workflow, snakemake
+from conftest import REPO, SNAKEMAKE, make_workflow, snakemake
 
 SNAKEFMT = str(Path(sys.executable).with_name("snakefmt"))
 
@@ -139,3 +142,88 @@ def test_snakemake_alone_lints_and_dry_runs(snakemake_only, tmp_path, configfile
     assert dry.returncode == 0 and "train" in dry.stdout, dry.stdout[-3000:] + dry.stderr[-3000:]
     fmt = run_alone(snakemake_only, root, "snakefmt", "--config", str(REPO / "pyproject.toml"), "--check", ".")
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+# ---- What the catalog's users expect: .test, a report landing text, CI -------------------------
+
+
+@pytest.mark.slow
+def test_the_ci_study_in_dot_test_runs_every_rule_and_reports(tmp_path):
+    """What .github/workflows/main.yml runs: the .test study end to end, then Snakemake's report."""
+    root = make_workflow(tmp_path / "wf")
+    shutil.copytree(REPO / ".test", root / ".test")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    base = [SNAKEMAKE, "--directory", ".test", "--snakefile", "workflow/Snakefile", "--cores", "2"]
+    run = subprocess.run(base, cwd=root, capture_output=True, text=True, env=env, timeout=1200)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    assert (root / ".test" / "reports" / "summary.html").is_file()
+    report = subprocess.run([*base, "--report", "report.zip"], cwd=root, capture_output=True,
+                            text=True, env=env, timeout=600)
+    assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
+    with zipfile.ZipFile(root / ".test" / "report.zip") as z:
+        pages = [n for n in z.namelist() if n.endswith("report.html")]
+        assert pages, z.namelist()[:20]
+        # The landing text (workflow/report/workflow.rst) is the report's start page.
+        html = z.read(pages[0]).decode()
+    assert "Fashion-MNIST model studies of five course reports" in html
+
+
+def test_the_workflow_has_a_report_landing_text():
+    snakefile = (REPO / "workflow" / "Snakefile").read_text()
+    m = re.search(r'^report:\s*"([^"]+)"', snakefile, flags=re.M)
+    assert m and (REPO / "workflow" / m.group(1)).is_file(), "workflow/Snakefile needs a global report:"
+
+
+# ---- Releases: fmnist.__version__ is the one place the version is written ----------------------
+
+
+def release_notes():
+    spec = importlib.util.spec_from_file_location("release_notes", REPO / ".github" / "release_notes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_version_is_written_once_and_the_changelog_releases_it():
+    import fmnist
+
+    notes = release_notes()
+    assert notes.package_version() == fmnist.__version__
+    assert notes.check(f"v{fmnist.__version__}").strip(), "the release's CHANGELOG section is empty"
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert "version" not in pyproject["project"] and "version" in pyproject["project"]["dynamic"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "fmnist.__version__"}
+    # Every release tag of this checkout has its CHANGELOG section.
+    tags = subprocess.run(["git", "tag", "-l", "v*"], cwd=REPO, capture_output=True, text=True).stdout.split()
+    released = {v for v, _date in notes.releases((REPO / "CHANGELOG.md").read_text())}
+    assert {t.removeprefix("v") for t in tags} <= released
+
+
+def test_release_check_refuses_a_version_the_changelog_does_not_release(tmp_path):
+    notes = release_notes()
+    (tmp_path / "src" / "fmnist").mkdir(parents=True)
+    shutil.copy(REPO / "CHANGELOG.md", tmp_path / "CHANGELOG.md")
+    (tmp_path / "src" / "fmnist" / "__init__.py").write_text('__version__ = "9.9.9"\n')
+    with pytest.raises(SystemExit, match=r"add a `## \[9\.9\.9\] - YYYY-MM-DD` section"):
+        notes.check(None, repo=tmp_path)
+    import fmnist
+
+    (tmp_path / "src" / "fmnist" / "__init__.py").write_text(f'__version__ = "{fmnist.__version__}"\n')
+    assert notes.check(None, repo=tmp_path)
+    with pytest.raises(SystemExit, match="does not name"):
+        notes.check("v0.0.1", repo=tmp_path)
+
+
+def test_ci_mirrors_ci_run_and_runs_what_the_catalog_expects():
+    ci = yaml.safe_load((REPO / ".github" / "workflows" / "main.yml").read_text())
+    steps = [s for job in ci["jobs"].values() for s in job["steps"]]
+    runs = " ; ".join(s.get("run", "") for s in steps)
+    for command in re.findall(r"^make \w+", (REPO / ".ci" / "run").read_text(), flags=re.M):
+        assert command in runs, f".ci/run's `{command}` is not in the GitHub workflow"
+    action = [s["with"] for s in steps if s.get("uses", "").startswith("snakemake/snakemake-github-action@")]
+    args = [w["args"] for w in action]
+    assert any(a.startswith("--lint") for a in args), "no --lint with the Snakemake GitHub action"
+    assert any(w["directory"] == ".test" and "--cores" in w["args"] and "--report" not in w["args"] for w in action)
+    assert any(w["directory"] == ".test" and "--report" in w["args"] for w in action)
+    assert all(w["snakefile"] == "workflow/Snakefile" for w in action)
+    assert (REPO / ".test" / "config" / "config.yaml").is_file()
