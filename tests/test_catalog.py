@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, SNAKEMAKE, make_workflow, snakemake
+from conftest import REPO, SNAKEMAKE, make_workflow, snakemake, tiny_config
 
 SNAKEFMT = str(Path(sys.executable).with_name("snakefmt"))
 
@@ -142,6 +142,22 @@ def test_snakemake_alone_lints_and_dry_runs(snakemake_only, tmp_path, configfile
     assert dry.returncode == 0 and "train" in dry.stdout, dry.stdout[-3000:] + dry.stderr[-3000:]
     fmt = run_alone(snakemake_only, root, "snakefmt", "--config", str(REPO / "pyproject.toml"), "--check", ".")
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+@pytest.mark.slow
+def test_snakemake_alone_starts_a_real_run(snakemake_only, tmp_path, prepared_small):
+    """A `--sdm conda` user's main snakemake: the parse-time checks of a real run (the prepared
+    file's, the cache links') and the start-up check of the raw files, then a job that needs only
+    the standard library (download)."""
+    root = make_workflow(tmp_path / "wf", tiny_config())
+    prepared = root / "data" / "prepared" / "fashion_mnist.npz"
+    prepared.parent.mkdir(parents=True)
+    shutil.copy(prepared_small, prepared)
+    target = "data/raw/train-labels-idx1-ubyte"
+    proc = run_alone(snakemake_only, root, "snakemake", "--configfile", "test.yaml", "--cores", "1", target)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (root / target).is_file()
+    assert prepared.with_name(".fashion_mnist.npz.verified").is_file(), "the prepared file was not checked"
 
 
 # ---- What the catalog's users expect: .test, a report landing text, CI -------------------------
