@@ -10,7 +10,7 @@ rule features:
     log:
         "logs/features/{feature_set}.log",
     conda:
-        "../../envs/fmnist.yaml"
+        "../envs/fmnist.yaml"
     threads: config["threads"]
     resources:
         gpu=gpu_per_run(),
@@ -40,7 +40,7 @@ rule train:
     # not retrained. Snakemake refuses `benchmark:` on a cached rule; metrics.json records the timings.
     cache: True
     conda:
-        "../../envs/fmnist.yaml"
+        "../envs/fmnist.yaml"
     threads: config["threads"]
     resources:
         gpu=gpu_per_run(),
@@ -76,7 +76,7 @@ rule plot_run:
     log:
         "logs/plot_run/{run}.log",
     conda:
-        "../../envs/fmnist.yaml"
+        "../envs/fmnist.yaml"
     params:
         code=codeid.code_id(codeid.PLOT_MODULES),
     script:
