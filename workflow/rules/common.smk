@@ -21,7 +21,7 @@ from fmnist import experiments  # noqa: E402
 from fmnist import features as fmnist_features  # noqa: E402
 from fmnist import integrity as fmnist_integrity  # noqa: E402
 from fmnist import plan as fmnist_plan  # noqa: E402
-from fmnist import published  # noqa: E402
+from fmnist import published as fmnist_published  # noqa: E402
 from fmnist import runcache as fmnist_runcache  # noqa: E402
 from fmnist import smoke as fmnist_smoke  # noqa: E402
 
@@ -50,7 +50,7 @@ try:
     RUNS, STUDIES = experiments.expand(config)
     if config["smoke"]:
         RUNS = {rid: fmnist_smoke.shrink_run(run) for rid, run in RUNS.items()}
-    published.check_report_config({**config["report"], "published": PUBLISHED}, STUDIES)
+    fmnist_published.check_report_config({**config["report"], "published": PUBLISHED}, STUDIES)
 except fmnist_config.ConfigError as exc:
     raise WorkflowError(f"fmnist: {exc}") from None
 
