@@ -48,14 +48,18 @@ test-fast: setup
 	$(BIN)/pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 # Python (ruff), Snakemake files (snakefmt, the version pinned in pyproject) and the workflow
-# (snakemake --lint, for the default and the full study; --lint fails on any finding), and the
-# project's own rules (fmnist.lint: no torch.load that may unpickle code, in src/ or the workflow).
+# (snakemake --lint, for the default, the full and the CI study; --lint fails on any finding), the
+# project's own rules (fmnist.lint: no torch.load that may unpickle code, in src/ or the workflow);
+# the catalog's copy of the config schema must be the package's (docs/layout.md).
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m fmnist.lint src workflow Snakefile
 	$(BIN)/snakefmt --check .
 	$(BIN)/snakemake --lint
 	$(BIN)/snakemake --lint --configfile config/full.yaml
+	$(BIN)/snakemake --lint --directory .test --snakefile workflow/Snakefile
+	@cmp -s src/fmnist/schema.yaml workflow/schemas/config.schema.yaml || { echo \
+		"workflow/schemas/config.schema.yaml differs from src/fmnist/schema.yaml: cp src/fmnist/schema.yaml workflow/schemas/config.schema.yaml"; exit 1; }
 
 clean-results:
 	rm -rf results reports/summary.html logs benchmarks

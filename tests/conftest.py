@@ -67,18 +67,18 @@ def tiny_config(**overrides) -> dict:
     return deep_merge(cfg, overrides)
 
 
-WORKFLOW_PARTS = ("workflow", "config", "profiles", "envs", "src")
+WORKFLOW_PARTS = ("workflow", "config", "profiles", "src")
 
 
 def make_workflow(root: Path, config: dict | None = None) -> Path:
-    """Copy the workflow (root Snakefile, workflow/, config, profiles, envs, the fmnist library) into `root`.
+    """Copy the workflow (root Snakefile, workflow/ with its envs, config, profiles, the fmnist library) into `root`.
 
     The copy is self-contained: its workflow imports its own src/ (common.smk puts it first on
     sys.path), so a test may edit the library or the templates there without touching the checkout.
     """
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "Snakefile", root / "Snakefile")
-    for d in WORKFLOW_PARTS:  # envs: rules name their conda env file
+    for d in WORKFLOW_PARTS:
         shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     if config is not None:
         write_config(root, config)

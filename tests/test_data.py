@@ -131,3 +131,53 @@ def test_canonical_sources_are_configured():
     assert sources[0] == "/usr/share/datasets/fashion-mnist"
     assert any(s.startswith("http") for s in sources)
     assert Path(sources[0]).is_absolute()
+
+
+def _flip_byte_mid_member(path: Path) -> None:
+    """Flip one byte inside the largest member's stored data: the archive still opens, its CRC fails."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        info = max(z.infolist(), key=lambda i: i.compress_size)
+    raw = bytearray(path.read_bytes())
+    raw[info.header_offset + 30 + len(info.filename) + info.compress_size // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def _drop_member(path: Path, name: str = "val_index.npy") -> None:
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        members = {i.filename: z.read(i) for i in z.infolist() if i.filename != name}
+    with zipfile.ZipFile(path, "w") as z:
+        for n, b in members.items():
+            z.writestr(n, b)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda p: p.write_bytes(b""),
+        lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]),
+        lambda p: p.write_bytes(np.random.default_rng(0).bytes(4096)),
+        _flip_byte_mid_member,
+        _drop_member,
+    ],
+    ids=["empty", "truncated", "random_bytes", "flipped_byte", "missing_array"],
+)
+def test_parse_time_check_of_the_prepared_file_needs_no_numpy_and_agrees_with_loading(
+    tmp_path, prepared_small, damage
+):
+    # check_prepared runs while the workflow parses (Snakemake alone may be installed there), so
+    # it checks with zipfile; whatever it passes, load_prepared must load, and what it rejects,
+    # load_prepared rejects too.
+    path = tmp_path / "fashion_mnist.npz"
+    shutil.copy(prepared_small, path)
+    data.check_prepared_whole(path)  # a whole file passes
+    damage(path)
+    with pytest.raises(data.DamagedFileError, match="not a complete prepared file"):
+        data.check_prepared_whole(path)
+    with pytest.raises(data.DamagedFileError, match="not a complete prepared file"):
+        data.load_prepared(path)
+    aside = data.check_prepared(path, log=lambda _m: None)
+    assert aside is not None and aside.exists() and not path.exists()

@@ -216,8 +216,11 @@ def test_damaged_prepared_file_is_rebuilt_and_runs_restored(wf, fault):
     prepared = wf / "data" / "prepared" / "fashion_mnist.npz"
     good = prepared.read_bytes()
     FAULTS[fault](prepared)
-    # Moved aside at start-up; rebuilt when a job needs it (here: run A asked to train again).
-    proc = snakemake(wf, "--forcerun", "train", "--", f"results/runs/{A}/metrics.json")
+    # Moved aside at start-up; rebuilt when a job needs it (here: run A, its outputs removed; a
+    # forced run would train, see test_run_cache).
+    for name in ("metrics.json", "history.csv", "confusion.csv", "model.pt"):
+        run_file(wf, name).unlink()
+    proc = snakemake(wf, "--", f"results/runs/{A}/metrics.json")
     text = proc.stdout + proc.stderr
     assert (
         f"[fmnist] {Path('data/prepared/fashion_mnist.npz')}" in text

@@ -9,6 +9,8 @@ results are kept and switching back links the earlier one in again.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -74,3 +76,91 @@ def test_an_edit_reverted_is_restored_from_the_cache(tmp_path):
     write_config(root, DEFAULT)  # the edit reverted
     assert not trained(snakemake(root, "--", TARGET))
     assert result(root) == first
+
+
+def text(proc) -> str:
+    return proc.stdout + proc.stderr
+
+
+FROM_CACHE = f"Output file {TARGET} will be obtained from global between-workflow cache"
+
+
+@pytest.mark.parametrize(
+    "force",
+    [["--forcerun", "train"], ["--forceall"], ["--forcerun", TARGET], ["--force"]],
+    ids=["forcerun-train", "forceall", "forcerun-file", "force-target"],
+)
+def test_forcing_a_run_retrains_it_and_replaces_its_entry(tmp_path, force):
+    root = make_workflow(tmp_path / "wf", DEFAULT)
+    assert trained(snakemake(root, "--", TARGET))
+    first = result(root)
+    plan = snakemake(root, "-n", *force, "--", TARGET)
+    assert FROM_CACHE not in text(plan) and "train" in plan.stdout
+    again = snakemake(root, *force, "--", TARGET)
+    assert trained(again)
+    second = result(root)
+    # The same provenance, so the same entry, now holding the new result (its timings differ).
+    assert second[0] == first[0] and second[1] != first[1]
+    # Not forced: restored from the (replaced) entry, not trained.
+    (root / TARGET).unlink()
+    assert not trained(snakemake(root, "--", TARGET)) and result(root) == second
+
+
+def test_forcing_another_rule_retrains_nothing(tmp_path):
+    root = make_workflow(tmp_path / "wf", DEFAULT)
+    snakemake(root, "--", TARGET)
+    for name in ("metrics.json", "history.csv", "confusion.csv", "model.pt"):
+        (root / f"results/runs/{RUN}/{name}").unlink()
+    plan = snakemake(root, "-n", "--forcerun", "plot_run", "--", TARGET)
+    assert FROM_CACHE in text(plan)
+
+
+@pytest.mark.parametrize("how", ["--profile", "--workflow-profile"])
+def test_the_slurm_profile_uses_the_cache_either_way_it_is_given(tmp_path, how):
+    # `--profile profiles/slurm` also loads profiles/default; `--workflow-profile` replaces it.
+    # Both must restore from the cache (a dry run: it needs no cluster).
+    root = make_workflow(tmp_path / "wf", DEFAULT)
+    snakemake(root, "--", TARGET)
+    (root / TARGET).unlink()
+    plan = snakemake(root, "-n", how, "profiles/slurm", "--", TARGET)
+    assert FROM_CACHE in text(plan), text(plan)[-3000:]
+
+
+def assert_relative_links(root: Path) -> None:
+    for name in ("metrics.json", "history.csv", "confusion.csv", "model.pt"):
+        link = root / f"results/runs/{RUN}/{name}"
+        assert link.is_symlink() and not Path(os.readlink(link)).is_absolute(), os.readlink(link)
+        assert (root / "cache") in link.resolve().parents
+
+
+def test_results_survive_moving_and_copying_the_project(tmp_path):
+    root = make_workflow(tmp_path / "wf", DEFAULT)
+    snakemake(root, "--", TARGET)
+    assert_relative_links(root)  # relinked at the end of the run that trained
+    first = (root / TARGET).read_bytes()
+
+    moved = root.rename(tmp_path / "moved")
+    assert (moved / TARGET).read_bytes() == first
+    copy = shutil.copytree(moved, tmp_path / "copy", symlinks=True)
+    shutil.rmtree(moved)
+    assert (copy / TARGET).read_bytes() == first
+    assert "Nothing to be done" in text(snakemake(copy, "-n", "--", TARGET))
+
+
+def test_absolute_links_of_a_moved_project_are_healed_not_restored(tmp_path):
+    # Links written as Snakemake writes them (absolute), then the project moved: the next run
+    # points them at the moved cache, relatively, and has nothing to redo.
+    root = make_workflow(tmp_path / "wf", DEFAULT)
+    snakemake(root, "--", TARGET)
+    for link in (root / f"results/runs/{RUN}").iterdir():
+        if link.is_symlink():
+            stamp = os.lstat(link)
+            entry = link.resolve()
+            link.unlink()
+            link.symlink_to(entry)  # absolute
+            os.utime(link, ns=(stamp.st_atime_ns, stamp.st_mtime_ns), follow_symlinks=False)
+    moved = root.rename(tmp_path / "moved")
+    assert not (moved / TARGET).exists()  # the absolute links are broken by the move
+    run = snakemake(moved, "--", TARGET)
+    assert "Nothing to be done" in text(run) and not trained(run), text(run)[-3000:]
+    assert_relative_links(moved)

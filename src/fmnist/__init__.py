@@ -1,3 +1,3 @@
 """fmnist: the Fashion-MNIST model study as a library (models, augmentations, trainer, reports)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

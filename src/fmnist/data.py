@@ -20,10 +20,15 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from fmnist.integrity import DamagedFileError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy is imported by the functions that decode or load arrays, never at module level: the workflow
+# uses FILES, check_cached and check_prepared while parsing, where Snakemake alone may be installed.
 
 CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -242,7 +247,7 @@ def check_prepared(path: Path | str, log: Callable[[str], None] = print) -> Path
     except OSError:
         pass
     try:
-        load_prepared(path)
+        check_prepared_whole(path)  # the standard library only: this runs while the workflow parses
     except DamagedFileError as exc:
         aside = move_aside(path, "corrupt")
         log(f"[fmnist] {path}: {exc.problems[0][1]}; moved to {aside.name}, it will be prepared again")
@@ -253,6 +258,8 @@ def check_prepared(path: Path | str, log: Callable[[str], None] = print) -> Path
 
 def read_idx(path: Path | str) -> np.ndarray:
     """Decode an IDX file (uint8 payload) into an array of its declared shape."""
+    import numpy as np
+
     data = Path(path).read_bytes()
     magic = int.from_bytes(data[:4], "big")
     if magic >> 8 != 0x08:  # 0x08: unsigned byte
@@ -268,6 +275,8 @@ def read_idx(path: Path | str) -> np.ndarray:
 
 def stratified_subset(labels: np.ndarray, size: int | float, rng: np.random.Generator) -> np.ndarray:
     """Sorted indices of a class-stratified subset: `size` items (int) or that fraction (float) of each class."""
+    import numpy as np
+
     chosen = []
     classes = np.unique(labels)
     total = len(labels)
@@ -288,6 +297,8 @@ def prepare(
     test_limit: int | None = None,
 ) -> dict:
     """Decode the IDX files once into `out` (.npz: uint8 images, labels, a stratified train/val split)."""
+    import numpy as np
+
     raw_dir = Path(raw_dir)
     train_x = read_idx(raw_dir / "train-images-idx3-ubyte")
     train_y = read_idx(raw_dir / "train-labels-idx1-ubyte")
@@ -334,6 +345,8 @@ PREPARED_ARRAYS = [f"{split}_{kind}" for split in ("train", "val", "test") for k
 
 def load_prepared(path: Path | str) -> tuple[dict[str, np.ndarray], dict]:
     """The arrays of a prepared file and its metadata; a damaged file raises DamagedFileError."""
+    import numpy as np
+
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -343,11 +356,37 @@ def load_prepared(path: Path | str) -> tuple[dict[str, np.ndarray], dict]:
         if missing:
             raise ValueError(f"lacks the array(s) {', '.join(missing)}")
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        problem = f"not a complete prepared file ({str(exc).strip() or type(exc).__name__})"
-        if isinstance(exc, FileNotFoundError):
-            problem = "it is missing"
-        raise DamagedFileError(
-            [(path, problem)],
-            f"rm -f {shlex.quote(str(path))} && snakemake (the next run of the workflow prepares it again)",
-        ) from None
+        raise _damaged_prepared(path, exc) from None
     return arrays, meta
+
+
+def check_prepared_whole(path: Path | str) -> None:
+    """Raise DamagedFileError unless `path` is a whole prepared file, reading it with the standard library.
+
+    The parse-time twin of load_prepared (which needs numpy): every member of the .npz archive is
+    read and its CRC-32 checked, and every array load_prepared asks for must be there. That catches
+    what load_prepared would (random bytes, truncation, an empty file, a missing array); a .npy
+    header damaged with its CRC intact is left to load_prepared in the job.
+    """
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as npz:
+            bad = npz.testzip()
+            if bad is not None:
+                raise ValueError(f"member {bad} fails its CRC-32 check")
+            names = {n.removesuffix(".npy") for n in npz.namelist()}
+        missing = [k for k in [*PREPARED_ARRAYS, "meta"] if k not in names]
+        if missing:
+            raise ValueError(f"lacks the array(s) {', '.join(missing)}")
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise _damaged_prepared(path, exc) from None
+
+
+def _damaged_prepared(path: Path, exc: BaseException) -> DamagedFileError:
+    problem = f"not a complete prepared file ({str(exc).strip() or type(exc).__name__})"
+    if isinstance(exc, FileNotFoundError):
+        problem = "it is missing"
+    return DamagedFileError(
+        [(path, problem)],
+        f"rm -f {shlex.quote(str(path))} && snakemake (the next run of the workflow prepares it again)",
+    )

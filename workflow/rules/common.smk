@@ -11,15 +11,23 @@ WORKFLOW_REPO = Path(str(workflow.current_basedir)).resolve().parents[1]
 if (WORKFLOW_REPO / "src" / "fmnist").is_dir():
     sys.path.insert(0, str(WORKFLOW_REPO / "src"))  # a checkout works without `pip install`
 
+# Parsing imports only what Snakemake itself brings (PyYAML, jsonschema): the workflow catalog lints,
+# and a `--sdm conda` user starts, in an environment holding Snakemake alone. numpy, pandas and torch
+# are imported by the jobs (tests/test_catalog.py parses in such an environment).
 from fmnist import codeid  # noqa: E402
-from fmnist import compare  # noqa: E402
 from fmnist import config as fmnist_config  # noqa: E402
 from fmnist import data as fmnist_data  # noqa: E402
 from fmnist import experiments  # noqa: E402
 from fmnist import features as fmnist_features  # noqa: E402
 from fmnist import integrity as fmnist_integrity  # noqa: E402
 from fmnist import plan as fmnist_plan  # noqa: E402
+from fmnist import published as fmnist_published  # noqa: E402
+from fmnist import runcache as fmnist_runcache  # noqa: E402
 from fmnist import smoke as fmnist_smoke  # noqa: E402
+from fmnist import status as fmnist_status  # noqa: E402
+
+# The run cache logs 8 "Moving output file ... / Symlinking ..." lines per training job: not shown.
+fmnist_status.quiet_cache_messages()
 
 
 def workflow_file(path):
@@ -46,7 +54,7 @@ try:
     RUNS, STUDIES = experiments.expand(config)
     if config["smoke"]:
         RUNS = {rid: fmnist_smoke.shrink_run(run) for rid, run in RUNS.items()}
-    compare.check_report_config({**config["report"], "published": PUBLISHED}, STUDIES)
+    fmnist_published.check_report_config({**config["report"], "published": PUBLISHED}, STUDIES)
 except fmnist_config.ConfigError as exc:
     raise WorkflowError(f"fmnist: {exc}") from None
 
@@ -109,6 +117,10 @@ onstart:
 # from the cache or retrained.
 if REAL_RUN:
     fmnist_data.check_prepared(PREPARED, log=log_stderr)
+    # A moved or copied project: its links still name the old place; point them at this cache first.
+    fmnist_runcache.relink(
+        (RUN_DIR.format(run=r) for r in RUNS), fmnist_integrity.RUN_OUTPUTS, RUN_CACHE
+    )
     fmnist_integrity.unlink_lost_outputs((RUN_DIR.format(run=r) for r in RUNS), log=log_stderr)
 
 

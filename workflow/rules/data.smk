@@ -8,7 +8,7 @@ rule download:
         "logs/download/{name}.log",
     retries: 1
     conda:
-        "../../envs/fmnist.yaml"
+        "../envs/fmnist.yaml"
     params:
         sources=config["data"]["sources"],
         timeout=config["data"]["timeout"],
@@ -25,7 +25,7 @@ rule prepare:
     log:
         "logs/prepare.log",
     conda:
-        "../../envs/fmnist.yaml"
+        "../envs/fmnist.yaml"
     params:
         raw_dir=lambda wildcards, input: os.path.dirname(input[0]),
         val_fraction=config["data"]["val_fraction"],

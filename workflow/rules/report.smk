@@ -21,7 +21,7 @@ rule aggregate:
     log:
         "logs/aggregate.log",
     conda:
-        "../../envs/fmnist.yaml"
+        "../envs/fmnist.yaml"
     params:
         studies=STUDIES,
         sweeps=config["report"]["sweeps"],
@@ -49,7 +49,7 @@ rule figures:
     log:
         "logs/figures.log",
     conda:
-        "../../envs/fmnist.yaml"
+        "../envs/fmnist.yaml"
     params:
         code=codeid.code_id(codeid.PLOT_MODULES),
     script:
@@ -69,7 +69,7 @@ rule figure_sweep:
     log:
         "logs/figure_sweep/{sweep}.log",
     conda:
-        "../../envs/fmnist.yaml"
+        "../envs/fmnist.yaml"
     params:
         code=codeid.code_id(codeid.PLOT_MODULES),
         title=lambda wildcards: SWEEPS[wildcards.sweep]["title"]
@@ -96,7 +96,7 @@ rule dataset_figures:
     log:
         "logs/dataset_figures.log",
     conda:
-        "../../envs/fmnist.yaml"
+        "../envs/fmnist.yaml"
     params:
         code=codeid.code_id(codeid.PLOT_MODULES),
     script:
@@ -115,7 +115,7 @@ rule gallery:
     log:
         "logs/gallery.log",
     conda:
-        "../../envs/fmnist.yaml"
+        "../envs/fmnist.yaml"
     params:
         code=codeid.code_id(codeid.GALLERY_MODULES),
     script:
@@ -146,7 +146,7 @@ rule report:
     log:
         "logs/report.log",
     conda:
-        "../../envs/fmnist.yaml"
+        "../envs/fmnist.yaml"
     params:
         studies=STUDIES,
         descriptions={name: spec.get("description", "") for name, spec in config["studies"].items()},

@@ -10,7 +10,7 @@ rule features:
     log:
         "logs/features/{feature_set}.log",
     conda:
-        "../../envs/fmnist.yaml"
+        "../envs/fmnist.yaml"
     threads: config["threads"]
     resources:
         gpu=job_gpus(),
@@ -46,7 +46,7 @@ rule train:
     group:
         GPU_GROUP
     conda:
-        "../../envs/fmnist.yaml"
+        "../envs/fmnist.yaml"
     threads: config["threads"]
     resources:
         gpu=job_gpus(),
@@ -84,7 +84,7 @@ rule plot_run:
     log:
         "logs/plot_run/{run}.log",
     conda:
-        "../../envs/fmnist.yaml"
+        "../envs/fmnist.yaml"
     params:
         code=codeid.code_id(codeid.PLOT_MODULES),
     script:
