@@ -171,7 +171,7 @@ def test_bad_transfer_arguments_are_named():
 def test_models_command_measures_presets():
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.run(
-        [sys.executable, "-m", "fmnist", "models", "--json", "--models", "standard_cnn,vit_simple",
+        [sys.executable, "-m", "fmnist", "models", "--json", "--measure", "--models", "standard_cnn,vit_simple",
          "--seconds", "0.2", "--batch-size", "8", "--threads", "1", "--device", "cpu"],
         capture_output=True, text=True, env=env, check=True, cwd=REPO,
     )

@@ -17,9 +17,11 @@ TIMING_KEYS = {"train_seconds", "images_per_second", "peak_memory_mb", "device_n
 
 def tiny_run(setting: dict | None = None, aug: str = "none", augmentations: dict | None = None,
              model: str = "standard_cnn", seed: int = 0) -> dict:
-    """A resolved run: ~270 training images (15% of the 1,800 of prepared_small), 1 epoch unless set."""
+    """A resolved run: ~270 training images (15% of the 1,800 of prepared_small), 1 epoch unless set.
+    float32 pinned: these tests re-evaluate weights in float32 and compare exactly, and `amp: auto`
+    would train in bf16 on a CPU with native bf16 (which CPU runs the tests changes)."""
     cfg = fconfig.validate({
-        "defaults": {"epochs": 1, "batch_size": 64, "train_fraction": 0.15, "eval_batch_size": 500},
+        "defaults": {"epochs": 1, "batch_size": 64, "train_fraction": 0.15, "eval_batch_size": 500, "amp": "off"},
         "augmentations": augmentations or {},
         "settings": {"s": setting or {}},
         "studies": {"t": {"models": [model], "augmentations": [aug], "settings": ["s"], "seeds": [seed]}},
