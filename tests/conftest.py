@@ -93,8 +93,9 @@ def write_config(root: Path, config: dict, name: str = "test.yaml") -> Path:
 
 def snakemake(root: Path, *args: str, check: bool = True, configfile: str = "test.yaml",
               timeout: int = 900) -> subprocess.CompletedProcess:
-    """Run the real snakemake CLI in `root` with the test config; output captured as text."""
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    """Run the real snakemake CLI in `root` with the test config; output captured as text. The run
+    cache's per-file lines are kept (FMNIST_CACHE_MESSAGES): tests read them as evidence."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "FMNIST_CACHE_MESSAGES": "1"}
     # --configfile takes several values, so it goes first: a target after it would be read as a config file.
     cmd = [SNAKEMAKE, "--configfile", configfile, "--cores", "2", *args]
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env, timeout=timeout)

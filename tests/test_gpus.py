@@ -155,7 +155,8 @@ def test_a_killed_job_gives_its_slot_back(tmp_path, how):
 
 
 def test_place_job_sets_the_visible_gpu(tmp_path, monkeypatch):
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    # place_job writes os.environ, as a job's process should: here a copy, so nothing leaks into later tests
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"})
     placement = json.dumps({"devices": ["7"], "slots": 2, "lock_dir": str(tmp_path)})
     assert gpus.place_job(0, placement) is None
     lines = []
@@ -163,7 +164,6 @@ def test_place_job_sets_the_visible_gpu(tmp_path, monkeypatch):
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "7" and got.slots == [0, 1]
     gpus.release_job(got, log=lines.append)
     assert "released" in lines[-1]
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
 
 
 # --------------------------------------------------------------------------------------------

@@ -231,7 +231,9 @@ def test_killed_job_resumes_to_identical_numbers(tmp_path, uninterrupted, sig):
 
 @pytest.mark.slow
 def test_second_snakemake_is_refused_by_the_lock(tmp_path):
-    root = make_workflow(tmp_path / "wf", tiny_config(defaults={"epochs": 3, "train_fraction": 0.25}))
+    # 10 fixed epochs: long enough that the first run is still going when the second one has parsed
+    root = make_workflow(tmp_path / "wf", tiny_config(defaults={
+        "epochs": 10, "train_fraction": 0.25, "early_stopping": {"enabled": False}}))
     target = f"results/runs/{RUN_ID}/metrics.json"
     first = start_snakemake(root, target)
     try:
@@ -247,7 +249,7 @@ def test_second_snakemake_is_refused_by_the_lock(tmp_path):
         if first.poll() is None:
             kill_group(first, signal.SIGKILL)
     metrics = json.loads((root / "results" / "runs" / RUN_ID / "metrics.json").read_text())
-    assert metrics["status"] == "ok" and metrics["epochs_run"] == 3
+    assert metrics["status"] == "ok" and metrics["epochs_run"] == 10
     assert planned_nothing(root, target)
 
 

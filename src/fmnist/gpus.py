@@ -90,6 +90,23 @@ def target_kind(device: str) -> str:
     return device
 
 
+def job_target(config: dict) -> str:
+    """What the jobs of a validated config train on: a cluster run that names its nodes' GPU
+    (`plan_device`) trains there, whatever the submitting host has; else `target_kind(device)`."""
+    if config.get("plan_device") and config["device"] != "cpu":
+        return "cuda"
+    return target_kind(config["device"])
+
+
+def resolve_runs_amp(runs: dict[str, dict], kind: str) -> dict[str, dict]:
+    """Resolve `amp: auto` in place in every run's config for a device of `kind`: the workflow does
+    this while parsing, so the resolved value is part of each run's identity and its metrics.json;
+    `fmnist status` does the same to recognise a finished run."""
+    for run in runs.values():
+        run["train"]["amp"] = resolve_amp(run["train"]["amp"], kind)
+    return runs
+
+
 def resolve_amp(amp: str, kind: str) -> str:
     """`bf16` or `off`: what `amp` (auto, off, bf16) means on a device of `kind` (cuda, cpu, mps).
 

@@ -176,6 +176,9 @@ def study_status(cfg: dict, workdir: Path | str = ".", now: float | None = None)
     workdir = Path(workdir)
     now = time.time() if now is None else now
     runs, studies = experiments.expand(cfg)
+    from fmnist import gpus  # as the workflow does: `amp: auto` resolved for the jobs' device
+
+    gpus.resolve_runs_amp(runs, gpus.job_target(cfg))
     planned = _planned_seconds(cfg, runs)
     active = snakemake_active(workdir)
     rows = [run_status(run, workdir, active, planned[rid], now) for rid, run in runs.items()]

@@ -26,8 +26,10 @@ from fmnist import runcache as fmnist_runcache  # noqa: E402
 from fmnist import smoke as fmnist_smoke  # noqa: E402
 from fmnist import status as fmnist_status  # noqa: E402
 
-# The run cache logs 8 "Moving output file ... / Symlinking ..." lines per training job: not shown.
-fmnist_status.quiet_cache_messages()
+# The run cache logs 8 "Moving output file ... / Symlinking ..." lines per training job: not shown,
+# unless FMNIST_CACHE_MESSAGES is set (the tests read them as evidence of what was trained or restored).
+if not os.environ.get("FMNIST_CACHE_MESSAGES"):
+    fmnist_status.quiet_cache_messages()
 
 
 def workflow_file(path):
@@ -128,14 +130,8 @@ if REAL_RUN:
 # into each run's config: it is part of the run's identity, so a result never mixes numerics.
 from fmnist import gpus as fmnist_gpus  # noqa: E402
 
-# A cluster run names its nodes' GPU (plan_device): its jobs train there, whatever the submitting host has.
-GPU_TARGET = (
-    "cuda"
-    if config["plan_device"] and config["device"] != "cpu"
-    else fmnist_gpus.target_kind(config["device"])
-)
-for _run in RUNS.values():
-    _run["train"]["amp"] = fmnist_gpus.resolve_amp(_run["train"]["amp"], GPU_TARGET)
+GPU_TARGET = fmnist_gpus.job_target(config)
+fmnist_gpus.resolve_runs_amp(RUNS, GPU_TARGET)
 
 # The user counts GPUs (`--resources gpu=N`). Run locally, the workflow packs jobs onto them: it
 # registers `gpu_slots` = N x slots per GPU, each GPU job asks the slots its planned memory needs, and
