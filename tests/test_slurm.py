@@ -292,10 +292,11 @@ def test_grouped_study_through_sbatch_and_slurmd(slurm_cluster):
 def test_a_job_killed_at_its_time_limit_comes_back_with_more_and_resumes(slurm_cluster):
     """SLURM kills the first attempt at its 1-minute limit; the retry asks for more time and resumes."""
     with workflow_dir() as root:
-        # float32 and 60 epochs: well over a minute of training on any CPU (bf16 would halve it on one
-        # with native bf16, and the run could finish inside the limit)
+        # float32 and 300 short epochs: about 2 minutes of training on an idle 2-core EPYC, so the run
+        # outlives SLURM's kill (the 1-minute limit plus up to a minute of enforcement and KillWait) on
+        # any CPU; bf16 would halve it on a CPU with native bf16
         make_workflow(root, tiny_config(device="auto", defaults={
-            "epochs": 60, "batch_size": 16, "amp": "off", "early_stopping": {"enabled": False}}))
+            "epochs": 300, "batch_size": 16, "amp": "off", "early_stopping": {"enabled": False}}))
         # the one change beyond the cluster's: a first attempt too short for the run (the plan's own
         # minimum is its 5 minutes of overhead), then the plan's runtime for attempt 2
         assert "set-resources" not in shipped_profile()
@@ -313,7 +314,7 @@ def test_a_job_killed_at_its_time_limit_comes_back_with_more_and_resumes(slurm_c
         log = (root / "logs" / "train" / f"{rid}.log").read_text()
         assert "resuming after epoch" in log, log[-3000:]
         metrics = json.loads((root / "results" / "runs" / rid / "metrics.json").read_text())
-        assert metrics["status"] == "ok" and metrics["epochs_run"] == 60
+        assert metrics["status"] == "ok" and metrics["epochs_run"] == 300
 
 
 @pytest.mark.slow
