@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO, tiny_config, write_config
 
 from fmnist import config as fconfig
-from fmnist import experiments, train
+from fmnist import gpus, train
 
 SEEDS = (0, 1)
 
@@ -25,7 +25,7 @@ def study(tmp_path_factory, prepared_small) -> dict:
     root = tmp_path_factory.mktemp("export")
     cfgfile = write_config(root, tiny_config(defaults={"train_fraction": 0.25},
                                              studies={"tiny": {"seeds": list(SEEDS)}}))
-    runs, _ = experiments.expand(fconfig.load(cfgfile))
+    runs, _ = gpus.expand_for_jobs(fconfig.load(cfgfile))  # as the workflow hands them to its train jobs
     for rid, run in runs.items():
         train.train_run(run, prepared_small, root / "results" / "runs" / rid, device="cpu", threads=1,
                         log=lambda _m: None)

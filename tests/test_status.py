@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO, SNAKEMAKE, make_workflow, snakemake, tiny_config, write_config
 
 from fmnist import config as fconfig
-from fmnist import experiments, gpus, status
+from fmnist import gpus, status
 
 RUN_ID = "standard_cnn.none.default.s0"
 
@@ -27,8 +27,7 @@ def study(**train) -> dict:
 def train_as_a_job(workdir: Path, cfg: dict, prepared: Path, stop_after: int | None = None) -> subprocess.CompletedProcess:
     """Train the study's run the way the workflow's train job does: the workflow's own log redirection
     (workflow/scripts/_setup.py), then fmnist.train, in a process of its own."""
-    runs = experiments.expand(cfg)[0]
-    gpus.resolve_runs_amp(runs, gpus.job_target(cfg))  # as the workflow hands it to its train job
+    runs = gpus.expand_for_jobs(cfg)[0]  # as the workflow hands it to its train job
     run = next(iter(runs.values()))
     (workdir / "run.json").write_text(json.dumps(run))
     code = f"""

@@ -66,9 +66,9 @@ class FinishedRun:
 
 def finished_runs(cfg: dict, results_dir: Path | str = "results") -> list[FinishedRun]:
     """The config's runs whose results are in `results_dir/runs/` (others are left out)."""
-    from fmnist import experiments, status
+    from fmnist import gpus, status
 
-    runs, studies = experiments.expand(cfg)
+    runs, studies = gpus.expand_for_jobs(cfg)  # as the workflow hands them to its jobs (amp resolved)
     out = []
     for rid, run in runs.items():
         directory = Path(results_dir) / "runs" / rid

@@ -107,6 +107,16 @@ def resolve_runs_amp(runs: dict[str, dict], kind: str) -> dict[str, dict]:
     return runs
 
 
+def expand_for_jobs(cfg: dict) -> tuple[dict[str, dict], dict[str, list[str]]]:
+    """`experiments.expand(cfg)` with `amp: auto` resolved for the device the jobs train on: the runs
+    exactly as the workflow hands them to its jobs and as their metrics.json records them. The one
+    place that pairs the two, for the workflow, `fmnist status` and `fmnist export`."""
+    from fmnist import experiments
+
+    runs, studies = experiments.expand(cfg)
+    return resolve_runs_amp(runs, job_target(cfg)), studies
+
+
 def resolve_amp(amp: str, kind: str) -> str:
     """`bf16` or `off`: what `amp` (auto, off, bf16) means on a device of `kind` (cuda, cpu, mps).
 

@@ -171,14 +171,11 @@ def _planned_seconds(cfg: dict, runs: dict[str, dict]) -> dict[str, float | None
 
 def study_status(cfg: dict, workdir: Path | str = ".", now: float | None = None) -> dict:
     """Every run of `cfg` with its state, and the study's remaining time (see the module docstring)."""
-    from fmnist import experiments
+    from fmnist import gpus
 
     workdir = Path(workdir)
     now = time.time() if now is None else now
-    runs, studies = experiments.expand(cfg)
-    from fmnist import gpus  # as the workflow does: `amp: auto` resolved for the jobs' device
-
-    gpus.resolve_runs_amp(runs, gpus.job_target(cfg))
+    runs, studies = gpus.expand_for_jobs(cfg)  # as the workflow hands them to its jobs
     planned = _planned_seconds(cfg, runs)
     active = snakemake_active(workdir)
     rows = [run_status(run, workdir, active, planned[rid], now) for rid, run in runs.items()]

@@ -19,6 +19,7 @@ from fmnist import config as fmnist_config  # noqa: E402
 from fmnist import data as fmnist_data  # noqa: E402
 from fmnist import experiments  # noqa: E402
 from fmnist import features as fmnist_features  # noqa: E402
+from fmnist import gpus as fmnist_gpus  # noqa: E402
 from fmnist import integrity as fmnist_integrity  # noqa: E402
 from fmnist import plan as fmnist_plan  # noqa: E402
 from fmnist import published as fmnist_published  # noqa: E402
@@ -53,7 +54,9 @@ try:
     if config["smoke"]:  # every job for a few steps, in its own tree (fmnist.smoke)
         PUBLISHED = os.path.abspath(PUBLISHED) if PUBLISHED else PUBLISHED
         fmnist_smoke.configure(config)
-    RUNS, STUDIES = experiments.expand(config)
+    # `amp: auto` resolved for the device the jobs train on, into each run's config: it is part of the
+    # run's identity, so a result never mixes numerics (docs/performance.md, "GPUs")
+    RUNS, STUDIES = fmnist_gpus.expand_for_jobs(config)
     if config["smoke"]:
         RUNS = {rid: fmnist_smoke.shrink_run(run) for rid, run in RUNS.items()}
     fmnist_published.check_report_config({**config["report"], "published": PUBLISHED}, STUDIES)
@@ -126,12 +129,8 @@ if REAL_RUN:
     fmnist_integrity.unlink_lost_outputs((RUN_DIR.format(run=r) for r in RUNS), log=log_stderr)
 
 
-# GPUs (docs/performance.md, "GPUs"). `amp: auto` is resolved here, for the device the jobs train on,
-# into each run's config: it is part of the run's identity, so a result never mixes numerics.
-from fmnist import gpus as fmnist_gpus  # noqa: E402
-
+# GPUs (docs/performance.md, "GPUs"): what the jobs train on (the runs' amp is resolved for it above).
 GPU_TARGET = fmnist_gpus.job_target(config)
-fmnist_gpus.resolve_runs_amp(RUNS, GPU_TARGET)
 
 # The user counts GPUs (`--resources gpu=N`). Run locally, the workflow packs jobs onto them: it
 # registers `gpu_slots` = N x slots per GPU, each GPU job asks the slots its planned memory needs, and
