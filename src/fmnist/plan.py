@@ -24,6 +24,7 @@ from typing import Any
 
 from fmnist import config as fmnist_config
 from fmnist import features
+from fmnist import gpus as fmnist_gpus
 
 FULL_TRAIN_IMAGES = 60_000
 FULL_TEST_IMAGES = 10_000
@@ -77,7 +78,7 @@ def device_label(device: str = "auto", threads: int = 1) -> str:
 
     A GPU is keyed by its model (`cuda h200`), so figures measured on one GPU model never size jobs
     for another; `cuda` alone where the driver does not say (the measuring process refines it)."""
-    if device.startswith("cuda") or (device == "auto" and fmnist_config.nvidia_gpu_present()):
+    if fmnist_gpus.target_kind(device) == "cuda":
         model = local_gpu_model()
         return gpu_label(model) if model else "cuda"
     model = platform.machine()
