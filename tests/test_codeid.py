@@ -223,6 +223,8 @@ SCRIPT_ROOTS = {
     "dataset_figures.py": codeid.PLOT_MODULES,
     "plot_run.py": codeid.PLOT_MODULES,
     "gallery.py": codeid.GALLERY_MODULES,
+    "train_pack.py": codeid.PACK_MODULES,
+    "train_link.py": codeid.PACK_MODULES,  # the train rule's script in pack mode
 }
 
 

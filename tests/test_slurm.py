@@ -289,6 +289,48 @@ def test_grouped_study_through_sbatch_and_slurmd(slurm_cluster):
 
 
 @pytest.mark.slow
+def test_packed_study_trains_side_by_side_in_one_gpu_job(slurm_cluster):
+    """pack_runs=3: one SLURM job trains three runs side by side on its GPU, sized as their sum from
+    the plan's h200 figures; each run's train job, local, links its result; through to the report."""
+    from fmnist import config, plan
+
+    with workflow_dir() as root:
+        make_workflow(root, tiny_config(device="auto", defaults={"epochs": 1}, studies={
+            "tiny": {"models": ["standard_cnn"], "augmentations": ["none"], "seeds": [0, 1, 2]}}))
+        test_cluster_profile(root)
+        cache_dir = root / "plan-cache"
+        runs = planned(root, cache_dir)
+        before = {j["JobId"] for j in slurm_jobs(slurm_cluster["env"])}
+        out, seconds = run_snakemake(root, slurm_cluster, "--config", "plan_device=h200", "pack_runs=3",
+                                     cache_dir=cache_dir)
+        print(f"packed tiny study (3 runs) through SLURM in {seconds:.1f}s")
+
+        assert out.count("has been submitted with SLURM jobid") == 2, out[-4000:]  # prepare + one pack
+        jobs = [j for j in slurm_jobs(slurm_cluster["env"]) if j["JobId"] not in before]
+        packed = [j for j in jobs if j.get("Comment", "").startswith("rule_train_pack")]
+        assert len(packed) == 1, [(j["JobId"], j.get("Comment")) for j in jobs]
+        job = packed[0]
+        cfg = config.load(root / "test.yaml", {"plan_device": "h200"})
+        cache = {plan.throughput_key(r, "cuda h200", True): FIGURE for r in runs.values()}
+        each = [plan.resources(r, cfg, 1, cache) for r in runs.values()]
+        assert minutes(job["TimeLimit"]) == sum(r["runtime"] for r in each)
+        assert memory_mb(job) == sum(r["mem_mb"] for r in each)
+        assert int(job["NumCPUs"]) == 3 * cfg["threads"]
+        assert job["TresPerJob"] == "gres:gpu:1", job  # sbatch --gpus=1
+        assert job["JobState"] == "COMPLETED"
+        summary = json.loads((root / "results" / "packs" / "p000.json").read_text())["runs"]
+        assert sorted(summary) == sorted(runs)
+        times = [(v["train_started"], v["train_finished"]) for v in summary.values()]
+        assert max(s for s, _ in times) < min(f for _, f in times), summary  # all three at once
+
+        report = (root / "reports" / "summary.html").read_text()
+        for rid in runs:
+            metrics = json.loads((root / "results" / "runs" / rid / "metrics.json").read_text())
+            assert metrics["status"] == "ok" and metrics["epochs_run"] == 1
+            assert rid in report
+
+
+@pytest.mark.slow
 def test_a_job_killed_at_its_time_limit_comes_back_with_more_and_resumes(slurm_cluster):
     """SLURM kills the first attempt at its 1-minute limit; the retry asks for more time and resumes."""
     with workflow_dir() as root:

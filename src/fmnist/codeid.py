@@ -52,6 +52,9 @@ AGGREGATE_MODULES = ("fmnist.aggregate", "fmnist.compare", "fmnist.integrity")
 REPORT_MODULES = ("fmnist.report", "fmnist.compare", "fmnist.integrity", "fmnist.smoke")
 PLOT_MODULES = ("fmnist.plots", "fmnist.integrity")
 GALLERY_MODULES = ("fmnist.gallery",)
+# Pack mode (fmnist.packs): the train_pack job's launcher, and the train job that links its result
+# (covered through its input, the pack's summary).
+PACK_MODULES = ("fmnist.packs", "fmnist.gpus", "fmnist.runline")
 
 _BODIES = ("body", "orelse", "finalbody")
 

@@ -7,7 +7,8 @@ last attempt (from its "job started" line) is *failed* when it ends in a traceba
 error; a log that ended with a result, or trains to another number of epochs, is another config's
 (the run is *waiting* for this one); otherwise the run is *running* while a Snakemake holds this
 directory's lock (`.snakemake/locks/`), and *interrupted* without one (the next `snakemake` resumes
-it from `resume.pt`). No log: *waiting*.
+it from `resume.pt`). No log: *waiting*. In pack mode (config pack_runs) a run's log is
+`logs/train_pack/<run>.log` until its train job copies it.
 
 What we chose where nothing tells us:
 - A running run's ETA is its remaining epochs times the mean of its last five epochs' seconds
@@ -138,6 +139,8 @@ def run_status(run: dict, workdir: Path, active: bool, planned: float | None, no
                          val_accuracy=metrics.get("best_val_accuracy"), test_accuracy=metrics.get("test_accuracy"),
                          result=metrics["status"], train_seconds=metrics.get("train_seconds"))
     log = read_log(workdir / "logs" / "train" / f"{rid}.log")
+    if log is None or log.started is None:  # pack mode: the run trains in its pack (fmnist.packs)
+        log = read_log(workdir / "logs" / "train_pack" / f"{rid}.log") or log
     if log is None or log.started is None or log.ended or (log.epochs is not None and log.epochs != epochs):
         # no attempt yet, or the log of a run of another config (it ended, or trains to other epochs)
         return RunStatus(rid, "waiting", epochs, remaining_seconds=planned, estimate_from="plan" if planned else "")

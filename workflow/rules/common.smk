@@ -21,6 +21,7 @@ from fmnist import experiments  # noqa: E402
 from fmnist import features as fmnist_features  # noqa: E402
 from fmnist import gpus as fmnist_gpus  # noqa: E402
 from fmnist import integrity as fmnist_integrity  # noqa: E402
+from fmnist import packs as fmnist_packs  # noqa: E402
 from fmnist import plan as fmnist_plan  # noqa: E402
 from fmnist import published as fmnist_published  # noqa: E402
 from fmnist import runcache as fmnist_runcache  # noqa: E402
@@ -199,6 +200,52 @@ def train_resources(name):
     )[name]
 
 
+# Training packs (config pack_runs > 1; fmnist.packs, docs/cluster.md): a `train_pack` job trains its
+# runs side by side on its GPU, and each run's `train` job, local, only links the staged result into
+# its run folder. This is how one SLURM allocation fills its GPU: the plugin runs the jobs of a group
+# one after another.
+TRAIN_PACKS = fmnist_packs.packs(RUNS, config["pack_runs"]) if config["pack_runs"] > 1 else {}
+RUN_PACK = {run_id: pack for pack, run_ids in TRAIN_PACKS.items() for run_id in run_ids}
+
+
+def pack_output(pack):
+    return str(fmnist_packs.PACK_DIR / f"{pack}.json")
+
+
+def run_pack_input(wildcards):
+    """The train job's pack summary in pack mode (its run is trained there), else nothing."""
+    if wildcards.run in RUN_PACK:
+        return {"pack": pack_output(RUN_PACK[wildcards.run])}
+    return {}
+
+
+def pack_features(wildcards):
+    """The feature files of a pack's head-only runs."""
+    return sorted({run_features_path(r) for r in TRAIN_PACKS[wildcards.pack]} - {None})
+
+
+def pack_resources(name):
+    """A train_pack job's runtime or mem_mb: the sum over its runs of what each would ask alone (side
+    by side on one GPU they end no later than one after another; their host memory adds up)."""
+    return lambda wildcards, attempt: sum(
+        fmnist_plan.resources(RUNS[r], config, attempt, COST_CACHE)[name]
+        for r in TRAIN_PACKS[wildcards.pack]
+    )
+
+
+def pack_gpu_slots():
+    """Packed locally onto GPUs: a pack asks the slots of its runs together, at most one GPU's."""
+    if GPU_PACKING is None:
+        return 0
+    return lambda wildcards: min(
+        GPU_PACKING.slots,
+        sum(
+            GPU_PACKING.job_slots(fmnist_plan.gpu_mem_mb(RUNS[r], config, COST_CACHE))
+            for r in TRAIN_PACKS[wildcards.pack]
+        ),
+    )
+
+
 # Said once, by the submitting Snakemake of a grouped cluster run or one that names plan_device: the runs
 # whose jobs get the default resources, and how to measure their figures.
 if workflow.is_main_process and (
@@ -225,12 +272,18 @@ if config["feature_cache"]:
             )
 
 
+def run_features_path(run_id):
+    """The cached features file a run trains its head on, or None."""
+    run = RUNS[run_id]
+    if config["feature_cache"] and fmnist_features.cacheable(run):
+        return f"{fmnist_features.FEATURE_DIR}/{fmnist_features.feature_key(run)}.pt"
+    return None
+
+
 def run_features(wildcards):
     """The train job's cached features input, if its run uses them."""
-    run = RUNS[wildcards.run]
-    if config["feature_cache"] and fmnist_features.cacheable(run):
-        return {"features": f"{fmnist_features.FEATURE_DIR}/{fmnist_features.feature_key(run)}.pt"}
-    return {}
+    path = run_features_path(wildcards.run)
+    return {"features": path} if path else {}
 
 
 def run_config(wildcards):
@@ -252,6 +305,7 @@ def run_files(name):
 
 wildcard_constraints:
     run="|".join(map(lambda r: r.replace(".", r"\."), RUNS)) or "NO_RUNS",
+    pack="|".join(TRAIN_PACKS) or "NO_PACKS",
     name="|".join(fmnist_data.FILES),
     feature_set="|".join(map(lambda k: k.replace(".", r"\."), FEATURE_SETS)) or "NO_FEATURE_SETS",
 

@@ -1,0 +1,178 @@
+"""Training packs: several runs trained side by side in one job (config `pack_runs`).
+
+A SLURM job of the plugin's job groups runs its training runs one after another (the plugin starts a
+group's jobs with `--jobs 1`, snakemake-executor-plugin-slurm issue #469), so a group shares one GPU
+allocation but never fills the GPU. A pack is one Snakemake job, `train_pack`, that starts one
+training process per run of the pack at once, on the job's GPU, and waits for all of them.
+
+Each run trains into its own staging folder, `results/packs/runs/<run id>/`, which is not an output of
+any rule: it holds the run's resume state while it trains and its finished files after. A finished
+run's folder carries a stamp (`staged.json`, written last) of the exact params it was trained with. So:
+- a pack killed or preempted resumes each unfinished run after its last saved epoch;
+- a run that fails does not take its pack's finished runs with it: the pack job fails, Snakemake
+  deletes only the pack's own output (its summary), and the next attempt skips every run whose stamp
+  matches;
+- the `train` rule of each run, a local job in pack mode, links the staged files into
+  `results/runs/<run id>/` after checking the stamp, so everything downstream is unchanged.
+
+The pack composition is the sorted run ids cut into chunks of `pack_runs`: an experiment's seeds sit
+side by side, and a run that moves to another pack (a run added before it) keeps its staged result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PACK_DIR = Path("results/packs")
+STAGING_DIR = PACK_DIR / "runs"
+STAMP = "staged.json"
+STAGED_FILES = ("metrics.json", "history.csv", "confusion.csv", "model.pt")
+LOG_DIR = Path("logs/train_pack")
+
+
+class PackError(RuntimeError):
+    """A pack's run failed, or a staged result is missing or from other params."""
+
+
+def packs(run_ids, size: int) -> dict[str, list[str]]:
+    """The packs of `run_ids`: sorted, cut into chunks of `size` runs, named p000, p001, ..."""
+    if size < 1:
+        raise ValueError(f"pack size must be at least 1, got {size}")
+    ids = sorted(run_ids)
+    return {f"p{i // size:03d}": ids[i:i + size] for i in range(0, len(ids), size)}
+
+
+def stamp(run_json: str, code: str, device: str, max_steps: int | None) -> str:
+    """What a staged result was trained from: the run's resolved config, its code identity, the device
+    asked and the smoke cap (the train rule's params)."""
+    text = json.dumps({"run": run_json, "code": code, "device": device, "max_steps": max_steps},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def staged_dir(run_id: str, root: Path | str = ".") -> Path:
+    return Path(root) / STAGING_DIR / run_id
+
+
+def staged_stamp(folder: Path) -> str | None:
+    """The stamp of a finished staged run, or None (unfinished, damaged, or files missing)."""
+    try:
+        record = json.loads((folder / STAMP).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not all((folder / f).is_file() for f in STAGED_FILES):
+        return None
+    return record.get("stamp")
+
+
+def run_pack(jobs: list[dict], threads: int, log=print, poll_s: float = 0.5) -> dict[str, dict]:
+    """Train the pack's runs side by side, one process each, and wait for all.
+
+    `jobs`: one dict per run: id, run (resolved config, JSON text), data, features (or None), device,
+    max_steps, stamp. Runs whose staged stamp matches are skipped. Returns per run: status (ok,
+    skipped, failed), started, finished (epoch seconds, as this process saw them), train_started and
+    train_finished (the run's process's own), log. Raises PackError, after every process has
+    ended, if any run failed; the finished runs stay staged.
+    """
+    results: dict[str, dict] = {}
+    procs = {}
+    for job in jobs:
+        folder = staged_dir(job["id"])
+        log_path = LOG_DIR / f"{job['id']}.log"
+        if staged_stamp(folder) == job["stamp"]:
+            results[job["id"]] = {"status": "skipped", "log": str(log_path)}
+            log(f"{job['id']}: already trained with these params, in {folder}")
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / STAMP).unlink(missing_ok=True)  # retraining: not finished until stamped again
+        spec = folder / "job.json"
+        spec.write_text(json.dumps({**job, "out_dir": str(folder), "threads": threads}))
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "a") as fh:
+            procs[job["id"]] = subprocess.Popen(
+                [sys.executable, "-m", "fmnist.packs", str(spec)], stdout=fh, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
+                    str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))})
+        results[job["id"]] = {"status": "running", "started": time.time(), "log": str(log_path)}
+        log(f"{job['id']}: started (pid {procs[job['id']].pid}), log {log_path}")
+    while procs:
+        for run_id, proc in list(procs.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            del procs[run_id]
+            ok = code == 0 and staged_stamp(staged_dir(run_id)) is not None
+            results[run_id].update(status="ok" if ok else "failed", finished=time.time(), exit_code=code)
+            if ok:  # the run's own times, from its process (training only, without start-up)
+                record = json.loads((staged_dir(run_id) / STAMP).read_text())
+                results[run_id].update(train_started=record["started"], train_finished=record["finished"])
+            log(f"{run_id}: {'finished' if ok else f'FAILED (exit code {code})'}")
+        if procs:
+            time.sleep(poll_s)
+    failed = [r for r, v in results.items() if v["status"] == "failed"]
+    if failed:
+        kept = [r for r, v in results.items() if v["status"] != "failed"]
+        raise PackError(
+            f"{len(failed)} of {len(results)} runs of this pack failed: "
+            + ", ".join(f"{r} (log {results[r]['log']})" for r in failed)
+            + (f". Kept, not trained again on the next attempt: {', '.join(kept)}" if kept else "")
+            + ". Fix the cause (the logs say it), then run snakemake again: the failed runs resume "
+            "after their last finished epoch.")
+    return results
+
+
+def collect(run_id: str, expected_stamp: str, out_dir: Path | str) -> dict:
+    """Link (or copy) a staged run's files into its run folder; returns its metrics. Refuses a staged
+    result trained from other params."""
+    folder = staged_dir(run_id)
+    got = staged_stamp(folder)
+    if got != expected_stamp:
+        why = "is missing or unfinished" if got is None else "was trained from other params"
+        raise PackError(f"the staged result of {run_id} in {folder} {why}: its pack must train it again "
+                        f"(snakemake reruns the pack when its params changed; else delete {folder / STAMP})")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for name in STAGED_FILES:
+        dest = out_dir / name
+        dest.unlink(missing_ok=True)
+        try:
+            os.link(folder / name, dest)
+        except OSError:
+            shutil.copyfile(folder / name, dest)
+        os.utime(dest, (now, now))  # newer than the pack's summary, so the run is not planned again
+    return json.loads((out_dir / "metrics.json").read_text())
+
+
+def _child(spec_path: str) -> int:
+    """One run of a pack, in its own process: train into the staging folder, then stamp it."""
+    started = time.time()
+    # the header of a train job's log (fmnist status reads a pack's runs from these logs)
+    print(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} job started (pid {os.getpid()}) ====", flush=True)
+    job = json.loads(Path(spec_path).read_text())
+    from fmnist import train
+    from fmnist.runline import result_line
+
+    out_dir = Path(job["out_dir"])
+    metrics = train.train_run(json.loads(job["run"]), job["data"], out_dir, device=job["device"],
+                              threads=job["threads"], max_steps=job["max_steps"],
+                              features_path=job.get("features"))
+    tmp = out_dir / f".{STAMP}.part"
+    tmp.write_text(json.dumps({"stamp": job["stamp"], "started": started, "finished": time.time()}))
+    os.replace(tmp, out_dir / STAMP)
+    print(result_line(metrics), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="one run of a training pack (fmnist.packs)")
+    parser.add_argument("spec")
+    sys.exit(_child(parser.parse_args().spec))

@@ -1,0 +1,144 @@
+"""Training packs (config pack_runs, fmnist.packs): several runs side by side in one job."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import make_workflow, planned_jobs, snakemake, tiny_config
+
+from fmnist import packs, status
+
+SEEDS3 = {"tiny": {"models": ["standard_cnn"], "augmentations": ["none"], "seeds": [0, 1, 2]}}
+SEEDS2 = {"tiny": {"models": ["standard_cnn"], "augmentations": ["none"], "seeds": [0, 1]}}
+
+
+def run_targets(run_ids):
+    return [f"results/runs/{r}/metrics.json" for r in run_ids]
+
+
+def test_packs_are_the_sorted_runs_in_chunks():
+    runs = ["b.s1", "a.s2", "a.s0", "b.s0", "a.s1"]
+    assert packs.packs(runs, 2) == {"p000": ["a.s0", "a.s1"], "p001": ["a.s2", "b.s0"], "p002": ["b.s1"]}
+    assert packs.packs(runs, 5) == {"p000": sorted(runs)}
+    assert packs.packs([], 3) == {}
+    with pytest.raises(ValueError):
+        packs.packs(runs, 0)
+
+
+def test_the_stamp_changes_with_every_param():
+    base = packs.stamp('{"id": "a"}', "code1", "cpu", None)
+    assert base == packs.stamp('{"id": "a"}', "code1", "cpu", None)
+    others = {packs.stamp('{"id": "b"}', "code1", "cpu", None), packs.stamp('{"id": "a"}', "code2", "cpu", None),
+              packs.stamp('{"id": "a"}', "code1", "cuda", None), packs.stamp('{"id": "a"}', "code1", "cpu", 5)}
+    assert base not in others and len(others) == 4
+
+
+def stage(root: Path, run_id: str, stamp: str) -> Path:
+    folder = root / packs.staged_dir(run_id)
+    folder.mkdir(parents=True)
+    for name in packs.STAGED_FILES:
+        (folder / name).write_text(json.dumps({"run_id": run_id}) if name == "metrics.json" else name)
+    (folder / packs.STAMP).write_text(json.dumps({"stamp": stamp}))
+    return folder
+
+
+def test_collect_links_a_staged_result_and_refuses_one_of_other_params(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = stage(tmp_path, "a.s0", "right")
+    with pytest.raises(packs.PackError, match="was trained from other params"):
+        packs.collect("a.s0", "wrong", tmp_path / "out")
+    assert packs.collect("a.s0", "right", tmp_path / "out") == {"run_id": "a.s0"}
+    assert (tmp_path / "out" / "model.pt").read_text() == "model.pt"
+    (folder / "history.csv").unlink()  # a staged result with a file missing is not finished
+    assert packs.staged_stamp(folder) is None
+    with pytest.raises(packs.PackError, match="is missing or unfinished"):
+        packs.collect("a.s0", "right", tmp_path / "out2")
+
+
+def comparable(metrics: dict) -> dict:
+    """What a run computed: its numbers, not its timings or host."""
+    keep = ("test_accuracy", "test_loss", "best_epoch", "tested_epoch", "epochs_run", "status")
+    return {k: metrics.get(k) for k in keep} | {"files": {
+        k: v for k, v in metrics["files"].items() if k != "history.csv"}}
+
+
+@pytest.mark.slow
+def test_a_pack_trains_its_runs_side_by_side_to_the_numbers_of_one_job_each(tmp_path):
+    single = make_workflow(tmp_path / "single", tiny_config(studies=SEEDS3))
+    packed = make_workflow(tmp_path / "packed", tiny_config(studies=SEEDS3, pack_runs=2))
+    from fmnist import config, experiments
+
+    run_ids = sorted(experiments.expand(config.load(packed / "test.yaml"))[0])
+    assert planned_jobs(packed, *run_targets(run_ids)) == {
+        "download": 4, "prepare": 1, "train_pack": 2, "train": 3}
+    snakemake(packed, *run_targets(run_ids))
+    snakemake(single, *run_targets(run_ids))
+
+    summary = json.loads((packed / "results" / "packs" / "p000.json").read_text())
+    first, second = (summary["runs"][r] for r in run_ids[:2])
+    # side by side: each run's process started before the other's had trained
+    assert first["train_started"] < second["train_finished"], summary
+    assert second["train_started"] < first["train_finished"], summary
+    assert sorted(json.loads((packed / "results" / "packs" / "p001.json").read_text())["runs"]) == run_ids[2:]
+    for rid in run_ids:
+        got = json.loads((packed / "results" / "runs" / rid / "metrics.json").read_text())
+        want = json.loads((single / "results" / "runs" / rid / "metrics.json").read_text())
+        assert comparable(got) == comparable(want), rid
+        log = (packed / "logs" / "train" / f"{rid}.log").read_text()
+        assert "epoch 2/2" in log, log[-2000:]  # the run's epochs, copied from its pack's staging log
+    assert planned_jobs(packed, *run_targets(run_ids)) == {}  # linked results are not planned again
+
+
+@pytest.mark.slow
+def test_a_failed_run_keeps_its_packs_finished_runs(tmp_path):
+    root = make_workflow(tmp_path, tiny_config(studies=SEEDS2, pack_runs=2))
+    from fmnist import config, experiments
+
+    ok_run, bad_run = sorted(experiments.expand(config.load(root / "test.yaml"))[0])
+    # a disk fault for one run: its model file cannot be written once it has trained
+    obstacle = root / packs.staged_dir(bad_run) / ".model.pt.part"
+    obstacle.mkdir(parents=True)
+    (obstacle / "keep").write_text("")
+    proc = snakemake(root, *run_targets([ok_run, bad_run]), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    pack_log = (root / "logs" / "train_pack" / "p000.log").read_text()
+    assert f"1 of 2 runs of this pack failed: {bad_run} (log logs/train_pack/{bad_run}.log)" in pack_log, pack_log
+    assert f"Kept, not trained again on the next attempt: {ok_run}" in pack_log
+    assert packs.staged_stamp(root / packs.staged_dir(ok_run)) is not None, out[-3000:]
+    assert packs.staged_stamp(root / packs.staged_dir(bad_run)) is None
+    # fmnist status reads a pack's runs from their pack logs
+    rows = {r["run"]: r for r in status.study_status(config.load(root / "test.yaml"), root)["runs"]}
+    assert rows[bad_run]["state"] == "failed" and "Is a directory" in rows[bad_run]["note"], rows[bad_run]
+
+    shutil.rmtree(obstacle)  # the fault fixed
+    snakemake(root, *run_targets([ok_run, bad_run]))
+    ok_log = (root / "logs" / "train_pack" / f"{ok_run}.log").read_text()
+    assert ok_log.count("job started") == 1, ok_log  # not trained again
+    bad_log = (root / "logs" / "train_pack" / f"{bad_run}.log").read_text()
+    assert bad_log.count("job started") == 2 and "resuming after epoch 2" in bad_log, bad_log[-3000:]
+    for rid in (ok_run, bad_run):
+        assert json.loads((root / "results" / "runs" / rid / "metrics.json").read_text())["status"] == "ok"
+
+
+def job_blocks(text: str, rule: str) -> list[str]:
+    """The job blocks `snakemake -n` prints for `rule`."""
+    blocks = re.split(r"\n(?=(?:local)?rule \w+:)", text)
+    return [b for b in blocks if re.match(rf"(local)?rule {rule}:", b)]
+
+
+def test_packed_on_local_gpus_a_pack_asks_the_slots_of_its_runs(tmp_path):
+    cfg = tiny_config(gpu_devices=["0", "1"], gpu_slots=3, gpu_memory_mb=30_000, pack_runs=2, studies=SEEDS3)
+    root = make_workflow(tmp_path / "wf", cfg)
+    targets = run_targets(f"standard_cnn.none.default.s{i}" for i in range(3))
+    proc = snakemake(root, *targets, "-n", "--resources", "gpu=2")
+    text = proc.stdout + proc.stderr
+    slots = {}
+    for block in job_blocks(text, "train_pack"):
+        pack = re.search(r"wildcards: pack=(p\d+)", block).group(1)
+        slots[pack] = int(re.search(r"gpu_slots=(\d+)", block).group(1))
+    assert slots == {"p000": 2, "p001": 1}, text[-3000:]  # one slot per run, the runs together
+    trains = job_blocks(text, "train")
+    assert len(trains) == 3 and all("gpu_slots=0" in b and "gpu=0" in b for b in trains), trains

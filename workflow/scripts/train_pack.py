@@ -1,0 +1,47 @@
+"""Snakemake entry: train a pack's runs side by side, one process each (fmnist.packs.run_pack).
+
+The pack's own log says which run started and ended; each run's epochs go to logs/train_pack/<run>.log,
+which the run's `train` job copies into logs/train/<run>.log."""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, snakemake.scriptdir)  # noqa: F821
+from _setup import redirect_output  # noqa: E402
+
+redirect_output(snakemake.log[0])  # noqa: F821
+
+from fmnist import gpus  # noqa: E402
+
+# Before any run starts: the pack's GPU slots, and CUDA_VISIBLE_DEVICES set to their GPU (inherited by
+# every run of the pack).
+slot = gpus.place_job(snakemake.resources.get("gpu_slots", 0))  # noqa: F821
+
+from fmnist import packs  # noqa: E402
+
+sm = snakemake  # noqa: F821
+device = "cuda" if slot is not None and sm.params.device.startswith("cuda") else sm.params.device
+jobs = [
+    {
+        "id": run_id,
+        "run": run_json,
+        "data": sm.input.data,
+        "features": sm.params.features.get(run_id),
+        "device": device,
+        "max_steps": sm.params.max_steps,
+        "stamp": packs.stamp(run_json, sm.params.code[run_id], sm.params.device, sm.params.max_steps),
+    }
+    for run_id, run_json in sm.params.runs.items()
+]
+t0 = time.time()
+try:
+    results = packs.run_pack(jobs, threads=sm.params.threads_per_run)
+finally:
+    gpus.release_job(slot)
+summary = {"pack": sm.wildcards.pack, "started": t0, "finished": time.time(), "runs": results}
+out = Path(sm.output[0])
+tmp = out.with_name(f".{out.name}.part")
+tmp.write_text(json.dumps(summary, indent=2))
+tmp.replace(out)
