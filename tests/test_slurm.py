@@ -360,9 +360,11 @@ def test_a_job_killed_at_its_time_limit_comes_back_with_more_and_resumes(slurm_c
 
 
 @pytest.mark.slow
-def test_a_requeued_group_job_resumes_its_runs(slurm_cluster):
-    """A group job preempted mid-training (`scontrol requeue`, as SLURM requeues a preempted
-    `--requeue` job) runs again under the same job id; its runs resume from their last epoch."""
+@pytest.mark.parametrize("mode", ["group", "pack"])
+def test_a_requeued_group_job_resumes_its_runs(slurm_cluster, mode):
+    """A group job (or a pack job, `pack_runs=2`: its runs side by side) preempted mid-training
+    (`scontrol requeue`, as SLURM requeues a preempted `--requeue` job) runs again under the same job
+    id; its runs resume from their last epoch."""
     env = slurm_cluster["env"]
     with workflow_dir() as root:
         epochs = 12
@@ -375,16 +377,18 @@ def test_a_requeued_group_job_resumes_its_runs(slurm_cluster):
         before = {j["JobId"] for j in slurm_jobs(env)}
         run_env = {**env, "PYTHONPATH": str(REPO / "src"), "FMNIST_CACHE_DIR": str(cache_dir)}
         cmd = [SNAKEMAKE, "--workflow-profile", "profiles/test-slurm", "--configfile", "test.yaml",
-               "--config", "plan_device=h200"]
+               "--config", "plan_device=h200", *(["pack_runs=2"] if mode == "pack" else [])]
         log = root / "snakemake.out"  # a file, not a pipe: nobody reads a pipe while the test waits
         proc = subprocess.Popen(cmd, cwd=root, env=run_env, stdout=log.open("w"), stderr=subprocess.STDOUT)
         try:
-            resume = {rid: root / "results" / "runs" / rid / "resume.pt" for rid in runs}
+            run_dir = {"group": root / "results" / "runs", "pack": root / "results" / "packs" / "runs"}[mode]
+            resume = {rid: run_dir / rid / "resume.pt" for rid in runs}
             wait_for(lambda: any(p.exists() for p in resume.values()), "no run saved an epoch", 300,
                      slurm_cluster["logs"])
             interrupted = [rid for rid, p in resume.items() if p.exists()]
+            comment = {"group": "rule_gpu", "pack": "rule_train_pack"}[mode]
             (group,) = [j for j in slurm_jobs(env)
-                        if j["JobId"] not in before and j.get("Comment", "").startswith("rule_gpu")]
+                        if j["JobId"] not in before and j.get("Comment", "").startswith(comment)]
             subprocess.run(["scontrol", "requeue", group["JobId"]], env=env, check=True)
             proc.wait(timeout=900)
             out = log.read_text()
