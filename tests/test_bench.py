@@ -139,6 +139,23 @@ def test_bench_steps_on_the_cpu(prepared_small, capsys):
         bench.steps(device="cpu", variants=["fp16"], data=prepared_small)
 
 
+def test_bench_fused_seeds_computes_each_seeds_own_gradients(prepared_small, capsys):
+    """The fused model is the seeds' own models: its gradients before any step equal each separate
+    model's on that seed's batch (a fused step that mixed seeds' batches or weights would not)."""
+    rc = cli.main(["bench", "fused", "--device", "cpu", "--data", str(prepared_small), "--seeds", "3",
+                   "--steps", "2", "--warmup", "1", "--repeats", "1", "--threads", "1", "--json"])
+    assert rc == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["seeds"] == 3 and set(r["ms_per_step_of_all_seeds"]) == {"separate", "fused"}
+    assert r["max_relative_grad_difference"] < 1e-4 and r["fused_speedup"] > 0
+    # resnet10 has BatchNorm (batch statistics in both variants)
+    r = bench.fused_seeds("resnet10", 2, "cpu", prepared_small, n_steps=1, warmup=1, repeats=1, threads=1,
+                          log=lambda _m: None)
+    assert r["max_relative_grad_difference"] < 1e-4
+    with pytest.raises(bench.ConfigError, match="at least 2 seeds"):
+        bench.fused_seeds(seeds=1, data=prepared_small)
+
+
 # `nvidia-smi dmon -s u -d 1` as a 535 driver writes it: a two-line header, repeated, one line per GPU and
 # second, '-' where a unit is not supported
 DMON_SAMPLE = """\
@@ -222,7 +239,7 @@ def test_bench_gpu_rehearsed_on_the_cpu(prepared_small, tmp_path, monkeypatch):
                   plan_config=cfg, device="cpu", n_steps=2, images=128, plan_seconds=0.05, log=lambda _m: None)
     errors = {k: v["error"] for k, v in r["parts"].items() if "error" in v}
     assert not errors, errors
-    assert set(r["parts"]) == {"packed_default_study", "one_job_at_a_time_sample", "step_times",
+    assert set(r["parts"]) == {"packed_default_study", "one_job_at_a_time_sample", "step_times", "fused_seeds",
                                "throughput_vs_reports_loop", "full_study_plan"}
     assert r["parts"]["packed_default_study"]["runs"] == 2 and r["packing_ratio"] > 0
     assert (tmp_path / "out" / "packed" / "results" / "runs" / "standard_cnn.none.default.s1" / "metrics.json").exists()

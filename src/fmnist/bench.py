@@ -537,6 +537,150 @@ def steps(model: str = "standard_cnn", device: str = "auto", variants: list[str]
 
 
 # --------------------------------------------------------------------------------------------
+# fused seeds: k seeds of one model as one vmapped model (torch.func) against k models stepped in turn
+# --------------------------------------------------------------------------------------------
+
+
+def fused_seeds(model: str = "standard_cnn", seeds: int = 4, device: str = "auto",
+                data: Path | str = DEFAULT_DATA, configfile: Path | str = DEFAULT_CONFIG, batch_size: int = 64,
+                n_steps: int = 30, warmup: int = 5, repeats: int = 3, threads: int = 2, log=print) -> dict:
+    """Milliseconds per step of `seeds` runs of `model` (their own initialisations, their own batches):
+    one vmapped model over their stacked parameters (`torch.func.stack_module_state` + `vmap`, one
+    Adam over the stacks), against the same models stepped one after another in one process. The
+    ratio says whether fusing seeds (issue 24; HFTA's idea) beats separate runs before anyone builds it
+    into the trainer. bf16 autocast on CUDA as the trainer's, float32 on a CPU. BatchNorm runs on batch
+    statistics only in both (`replace_all_batch_norm_modules_`: vmap cannot update running stats in
+    place); dropout draws differently per seed."""
+    import torch
+    import torch.nn.functional as F
+    from torch.func import (
+        functional_call,
+        grad_and_value,
+        replace_all_batch_norm_modules_,
+        stack_module_state,
+        vmap,
+    )
+
+    from fmnist import train
+    from fmnist.data import load_prepared
+    from fmnist.models import build_model
+
+    if seeds < 2:
+        raise ConfigError(f"fused seeds needs at least 2 seeds, got {seeds}")
+    data = _check_data(data)
+    torch.set_num_threads(threads)
+    dev = train.select_device(device)
+    run = resolve_one(configfile, model, "none", train={"batch_size": batch_size})
+    arrays, _ = load_prepared(data)
+    split = train.Batches(arrays["train_images"], arrays["train_labels"], dev)
+    need = (n_steps + warmup) * batch_size * seeds
+    if need > len(split):
+        raise ConfigError(f"{seeds} seeds x {n_steps + warmup} steps of {batch_size} need {need} images; "
+                          f"the data file has {len(split)}")
+    use_bf16 = dev.type == "cuda"
+
+    def autocast():
+        return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+    def models():
+        out = []
+        for seed in range(seeds):
+            torch.manual_seed(seed)
+            m = build_model(run["model"]["arch"], run["model"]["args"], num_classes=10).to(dev)
+            replace_all_batch_norm_modules_(m)
+            out.append(m.train())
+        return out
+
+    def batch(step: int, seed: int):
+        i = (step * seeds + seed) * batch_size
+        return train.to_unit(split.images[i:i + batch_size]), split.labels[i:i + batch_size]
+
+    lr = float(run["train"]["optimizer"]["lr"])
+    separate = models()
+    separate_opt = [torch.optim.Adam(m.parameters(), lr=lr) for m in separate]
+
+    def step_separate(step: int) -> None:
+        for seed, (m, opt) in enumerate(zip(separate, separate_opt, strict=True)):
+            x, y = batch(step, seed)
+            with autocast():
+                loss = F.cross_entropy(m(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    fused_models = models()
+    params, buffers = stack_module_state(fused_models)
+    base = fused_models[0].to("meta")
+    params = {k: v.detach().requires_grad_(False) for k, v in params.items()}
+    fused_opt = torch.optim.Adam(list(params.values()), lr=lr)
+
+    def loss_of(p, b, x, y):
+        with autocast():
+            return F.cross_entropy(functional_call(base, (p, b), (x,)), y)
+
+    grad_fn = vmap(grad_and_value(loss_of), in_dims=(0, 0, 0, 0), randomness="different")
+
+    def step_fused(step: int) -> None:
+        xs, ys = zip(*(batch(step, seed) for seed in range(seeds)), strict=True)
+        grads, _ = grad_fn(params, buffers, torch.stack(xs), torch.stack(ys))
+        for k, v in params.items():
+            v.grad = grads[k]
+        fused_opt.step()
+
+    def grad_difference() -> float:
+        """Largest relative difference between the fused gradients and each model's own, before any
+        step, in eval mode (no dropout draws): both compute the same thing."""
+        for m in separate:
+            m.eval()
+        base.eval()
+        xs, ys = zip(*(batch(0, seed) for seed in range(seeds)), strict=True)
+        fused_grads, _ = grad_fn(params, buffers, torch.stack(xs), torch.stack(ys))
+        worst = 0.0
+        for seed, m in enumerate(separate):
+            m.zero_grad(set_to_none=True)
+            with autocast():
+                F.cross_entropy(m(xs[seed]), ys[seed]).backward()
+            for name, p in m.named_parameters():
+                ref, got = p.grad.float(), fused_grads[name][seed].float()
+                worst = max(worst, float((got - ref).abs().max() / ref.abs().max().clamp_min(1e-12)))
+            m.zero_grad(set_to_none=True)
+            m.train()
+        base.train()
+        return worst
+
+    def timed(step_fn) -> float:
+        for i in range(warmup):
+            step_fn(i)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for i in range(warmup, warmup + n_steps):
+            step_fn(i)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return (time.perf_counter() - t0) / n_steps * 1000
+
+    difference = grad_difference()
+    samples: dict[str, list[float]] = {"separate": [], "fused": []}
+    for rep in range(repeats):
+        for name, fn in (("separate", step_separate), ("fused", step_fused)):
+            samples[name].append(timed(fn))
+            log(f"[bench] repeat {rep + 1}/{repeats} {name:9s} {samples[name][-1]:8.3f} ms per step of {seeds} seeds")
+    ms = {k: statistics.median(v) for k, v in samples.items()}
+    return {
+        "model": model, "seeds": seeds, "device": str(dev), "device_name": train.device_name(dev),
+        "threads": threads, "batch_size": batch_size, "steps": n_steps, "repeats": repeats,
+        "amp": "bf16" if use_bf16 else "off",
+        "ms_per_step_of_all_seeds": {k: round(v, 3) for k, v in ms.items()},
+        "images_per_s": {k: round(seeds * batch_size / v * 1000, 1) for k, v in ms.items()},
+        "fused_speedup": round(ms["separate"] / ms["fused"], 2),
+        "max_relative_grad_difference": float(f"{difference:.3g}"),
+        "samples": {k: [round(x, 3) for x in v] for k, v in samples.items()},
+        "load_average": list(os.getloadavg()),
+    }
+
+
+# --------------------------------------------------------------------------------------------
 # gpu: the one prepared call for a GPU machine
 # --------------------------------------------------------------------------------------------
 
@@ -637,7 +781,8 @@ def gpu(out: Path | str = "bench-gpu", data: Path | str = DEFAULT_DATA, raw: Pat
     through `snakemake --cores N --resources gpu=1` (wall time, SM utilisation from nvidia-smi dmon),
     `sequential_runs` of its runs one job at a time (gpu_slots=1) for the packing ratio, step times
     eager/compiled/graphed, the trainer against the reports' loop, and the full study's plan (GPU-hours
-    and packed wall-hours on this machine). Each part's result is written to `out` as soon as it ends;
+    and packed wall-hours on this machine), and seeds fused into one vmapped model against separate
+    steps (`fused_seeds`). Each part's result is written to `out` as soon as it ends;
     a part that fails is recorded with its error and the others still run. `raw`: a directory with the
     four IDX .gz files (default: the config's data.sources). `device: cpu` rehearses the same calls
     on a CPU (tests)."""
@@ -696,6 +841,8 @@ def gpu(out: Path | str = "bench-gpu", data: Path | str = DEFAULT_DATA, raw: Pat
     if "wall_seconds" in p and "estimated_study_seconds_one_at_a_time" in s:
         result["packing_ratio"] = round(s["estimated_study_seconds_one_at_a_time"] / p["wall_seconds"], 2)
     part("step_times", lambda: steps(device=device, data=data, n_steps=n_steps, repeats=3, log=lambda _m: None))
+    part("fused_seeds", lambda: fused_seeds(device=device, data=data, seeds=4, n_steps=max(2, n_steps // 5),
+                                            warmup=2, repeats=3, log=lambda _m: None))
     part("throughput_vs_reports_loop", lambda: throughput(device=device, data=data, images=images, repeats=3,
                                                           threads=2, workers=2, log=lambda _m: None))
 
@@ -738,6 +885,10 @@ def gpu_table(result: dict) -> str:
         elif name == "step_times":
             for v, ms in p["ms_per_step"].items():
                 row(f"step ms, {p['model']} batch {p['batch_size']}, {v}", ms)
+        elif name == "fused_seeds":
+            for v, ms in p["ms_per_step_of_all_seeds"].items():
+                row(f"step ms of {p['seeds']} seeds of {p['model']}, {v}", ms)
+            row("fused speedup (separate / fused)", f"{p['fused_speedup']}x")
         elif name == "throughput_vs_reports_loop":
             row("reports' loop, images/s", p["reference_images_per_s"])
             row("fmnist trainer, images/s", p["fmnist_images_per_s"])

@@ -225,6 +225,23 @@ def cmd_bench_steps(args) -> int:
     ])
 
 
+def cmd_bench_fused(args) -> int:
+    from fmnist import bench
+
+    r = bench.fused_seeds(args.model, args.seeds, args.device, args.data, args.configfile or bench.DEFAULT_CONFIG,
+                          args.batch_size, args.steps, args.warmup, args.repeats, args.threads,
+                          log=(lambda _m: None) if args.json else print)
+    load = ", ".join(f"{x:.2f}" for x in r["load_average"])
+    return _print_result(r, args.json, [
+        f"{r['seeds']} seeds of {r['model']}, batch {r['batch_size']} each, {r['steps']} steps x {r['repeats']} "
+        f"alternating repeats (medians), {r['device_name']}, amp {r['amp']}, load average {load}",
+        f"{'variant':10s} {'ms/step (all seeds)':>20s} {'images/s':>10s}",
+        *(f"{v:10s} {ms:20.3f} {r['images_per_s'][v]:10.1f}" for v, ms in r["ms_per_step_of_all_seeds"].items()),
+        f"fused speedup {r['fused_speedup']}x; gradients equal to each model's own within "
+        f"{r['max_relative_grad_difference']:.1e} (relative)",
+    ])
+
+
 def cmd_bench_gpu(args) -> int:
     from fmnist import bench
 
@@ -505,6 +522,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_steps)
+
+    p = bench.add_parser("fused", help="ms per step of k seeds fused into one vmapped model against k separate models")
+    p.add_argument("--model", default="standard_cnn")
+    p.add_argument("--seeds", type=int, default=4)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data", default="data/prepared/fashion_mnist.npz")
+    p.add_argument("--configfile", help="config whose defaults give the recipe (default config/config.yaml)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=30, help="timed steps per repeat and variant")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_fused)
 
     p = bench.add_parser("gpu", help="the GPU check in one call: packed study, SM use, step times, plan (<= 6 min)")
     p.add_argument("--out", default="bench-gpu", help="directory for bench_gpu.json, bench_gpu.txt, dmon logs")
