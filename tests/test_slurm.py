@@ -331,6 +331,53 @@ def test_packed_study_trains_side_by_side_in_one_gpu_job(slurm_cluster):
 
 
 @pytest.mark.slow
+def test_a_failing_run_costs_only_itself_with_packs(slurm_cluster):
+    """One run of a pack fails on every attempt (a disk fault: its model file cannot be written): with
+    the shipped `keep-going` and `retries: 2` the other pack finishes and its run is linked; the failed
+    pack's retries train only the failed run, never its finished neighbour; fixed, the study completes
+    without training anything again but what failed."""
+    from fmnist import packs
+
+    env = slurm_cluster["env"]
+    with workflow_dir() as root:
+        make_workflow(root, tiny_config(device="auto", defaults={"epochs": 1}, studies={
+            "tiny": {"models": ["standard_cnn"], "augmentations": ["none"], "seeds": [0, 1, 2]}}))
+        test_cluster_profile(root)
+        cache_dir = root / "plan-cache"
+        ok_run, bad_run, other_run = sorted(planned(root, cache_dir))  # packs: (ok, bad), (other)
+        obstacle = root / packs.staged_dir(bad_run) / ".model.pt.part"
+        obstacle.mkdir(parents=True)
+        before = {j["JobId"] for j in slurm_jobs(env)}
+        run_env = {**env, "PYTHONPATH": str(REPO / "src"), "FMNIST_CACHE_DIR": str(cache_dir)}
+        cmd = [SNAKEMAKE, "--workflow-profile", "profiles/test-slurm", "--configfile", "test.yaml",
+               "--config", "plan_device=h200", "pack_runs=2"]
+        proc = subprocess.run(cmd, cwd=root, env=run_env, capture_output=True, text=True, timeout=900)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0, out[-3000:]
+        states = sorted((j.get("Comment", ""), j["JobState"]) for j in slurm_jobs(env)
+                        if j["JobId"] not in before and "train_pack" in j.get("Comment", ""))
+        assert states == [("rule_train_pack_wildcards_p000", "FAILED")] * 3 + [
+            ("rule_train_pack_wildcards_p001", "COMPLETED")], (states, out[-3000:])
+        # keep-going: the other pack's run is in place; the failed pack's finished run stays staged
+        assert json.loads((root / "results" / "runs" / other_run / "metrics.json").read_text())["status"] == "ok"
+        assert packs.staged_stamp(root / packs.staged_dir(ok_run)) is not None
+        ok_log = (root / "logs" / "train_pack" / f"{ok_run}.log").read_text()
+        assert ok_log.count("job started") == 1, ok_log  # three attempts, trained once
+        bad_log = (root / "logs" / "train_pack" / f"{bad_run}.log").read_text()
+        assert bad_log.count("job started") == 3 and bad_log.count("resuming after epoch 1") == 2, bad_log[-3000:]
+        assert not (root / "reports" / "summary.html").exists()
+
+        obstacle.rmdir()  # the fault fixed
+        out, _ = run_snakemake(root, slurm_cluster, "--config", "plan_device=h200", "pack_runs=2",
+                               cache_dir=cache_dir)
+        assert out.count("has been submitted with SLURM jobid") == 1, out[-3000:]  # the failed pack only
+        assert (root / "logs" / "train_pack" / f"{ok_run}.log").read_text().count("job started") == 1
+        for rid in (ok_run, bad_run, other_run):
+            assert json.loads((root / "results" / "runs" / rid / "metrics.json").read_text())["status"] == "ok"
+        assert (root / "reports" / "summary.html").exists()
+
+
+@pytest.mark.slow
 def test_a_job_killed_at_its_time_limit_comes_back_with_more_and_resumes(slurm_cluster):
     """SLURM kills the first attempt at its 1-minute limit; the retry asks for more time and resumes."""
     with workflow_dir() as root:
