@@ -89,7 +89,10 @@ def test_status_follows_a_run_from_waiting_to_finished(tmp_path, prepared_small)
 
     # another config's result in the same place (the run cache links the config in effect) is not this one's
     other = study(epochs=4)
-    assert one(status.study_status(other, tmp_path))["state"] == "waiting"
+    s = status.study_status(other, tmp_path)
+    assert (one(s)["state"], one(s)["note"]) == ("waiting", status.STALE_NOTE)
+    assert "seed 0" in status.render(s, "test.yaml") and "(1 with another config's result in place" in \
+        status.render(s, "test.yaml")
     other = study(epochs=3, batch_size=32)  # same epochs: the log's result line tells it apart
     assert one(status.study_status(other, tmp_path))["state"] == "waiting"
 

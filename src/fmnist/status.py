@@ -131,6 +131,9 @@ def snakemake_active(workdir: Path) -> bool:
     return locks.is_dir() and any(locks.iterdir())
 
 
+STALE_NOTE = "another config's result in place"
+
+
 def run_status(run: dict, workdir: Path, active: bool, planned: float | None, now: float) -> RunStatus:
     rid, epochs = run["id"], int(run["train"]["epochs"])
     metrics = _finished(run, workdir / "results" / "runs" / rid / "metrics.json")
@@ -143,7 +146,9 @@ def run_status(run: dict, workdir: Path, active: bool, planned: float | None, no
         log = read_log(workdir / "logs" / "train_pack" / f"{rid}.log") or log
     if log is None or log.started is None or log.ended or (log.epochs is not None and log.epochs != epochs):
         # no attempt yet, or the log of a run of another config (it ended, or trains to other epochs)
-        return RunStatus(rid, "waiting", epochs, remaining_seconds=planned, estimate_from="plan" if planned else "")
+        stale = (workdir / "results" / "runs" / rid / "metrics.json").exists()
+        return RunStatus(rid, "waiting", epochs, remaining_seconds=planned, estimate_from="plan" if planned else "",
+                         note=STALE_NOTE if stale else "")
     st = RunStatus(rid, "running" if active else "interrupted", epochs, epoch=log.epoch,
                    val_accuracy=log.val_accuracy)
     if log.failure:
@@ -254,7 +259,10 @@ def render(status: dict, configfile: str) -> str:
             each = "no estimate" if not est else \
                 f"about {format_duration(max(est))} each ({rs[0]['estimate_from']})"
             seeds = ", ".join(r["run"].rsplit(".s", 1)[1] for r in rs)
-            lines.append(f"  {experiment:{width}s}  seed{'s' if len(rs) > 1 else ''} {seeds}  {each}")
+            stale = sum(r["note"] == STALE_NOTE for r in rs)
+            lines.append(f"  {experiment:{width}s}  seed{'s' if len(rs) > 1 else ''} {seeds}  {each}"
+                         + (f"  ({stale} with {STALE_NOTE}: snakemake retrains or restores this config's)"
+                            if stale else ""))
     lines.append("")
     left = c["running"] + c["interrupted"] + c["waiting"]
     if not left:
