@@ -142,3 +142,24 @@ def test_packed_on_local_gpus_a_pack_asks_the_slots_of_its_runs(tmp_path):
     assert slots == {"p000": 2, "p001": 1}, text[-3000:]  # one slot per run, the runs together
     trains = job_blocks(text, "train")
     assert len(trains) == 3 and all("gpu_slots=0" in b and "gpu=0" in b for b in trains), trains
+
+
+@pytest.mark.slow
+def test_a_pack_of_head_only_runs_trains_on_their_cached_features(tmp_path):
+    """Head-only transfer runs in a pack get their feature set as the pack's input, in smoke mode's tree."""
+    cfg = tiny_config(
+        models={"m": {"arch": "mobilenet_v3_small", "args": {"trainable": "head", "pretrained": False,
+                                                            "image_size": 32}}},
+        settings={f"bs{b}": {"batch_size": b} for b in (16, 32)}, pack_runs=3,
+    )
+    cfg["studies"] = {"sweep": {"models": ["m"], "settings": ["bs16", "bs32"], "augmentations": ["none", "flip"]}}
+    root = make_workflow(tmp_path / "wf", cfg)
+    assert {k: v for k, v in planned_jobs(root, "--until", "train").items() if k in ("features", "train_pack", "train")} \
+        == {"features": 1, "train_pack": 2, "train": 4}
+    snakemake(root, "--config", "smoke=true", "--until", "train")
+    done = sorted((root / "smoke" / "results" / "runs").glob("*/metrics.json"))
+    assert len(done) == 4, done
+    for path in done:
+        m = json.loads(path.read_text())
+        assert m["cached_features"] == (m["augmentation"] == "none"), path.parent.name
+    assert sorted(p.name for p in (root / "smoke" / "results" / "packs").glob("*.json")) == ["p000.json", "p001.json"]
