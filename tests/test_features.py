@@ -163,8 +163,7 @@ def test_plan_costs_one_feature_pass_per_set_and_the_heads(monkeypatch, tmp_path
     label = plan.device_label("cpu", 1)
     cache = {plan.throughput_key(r, label, True): {"train_images_per_s": 50.0, "params": 1,
                                                    "activation_bytes_per_image": 1} for r in runs}
-    cache[f"{label}|torch {plan._torch_version()}|features|{features.feature_key(runs[0])}"] = {
-        "feature_images_per_s": 300.0}
+    cache[plan.feature_figure_key(runs[0], label)] = {"feature_images_per_s": 300.0}
     plan.save_cache(cache)
     on, off = plan.plan(cfg, fast=True), plan.plan(cfg, fast=False)
     images = 2000 + 1000  # train + val + test of tiny_config, once for the set

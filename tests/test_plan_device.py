@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -110,8 +111,20 @@ def test_a_login_node_without_gpu_sizes_jobs_for_the_named_gpu(tmp_path, cache_d
     assert res["standard_cnn.none.default.s0"]["runtime"] == str(14 + plan.OVERHEAD_MINUTES)
     assert res["standard_cnn.none.default.s0"]["gpu"] == "1"
     assert res["resnet18_head.none.default.s0"]["runtime"] == str(plan.DEFAULT_RUNTIME_MINUTES)
+    assert res["features"]["runtime"] == str(plan.DEFAULT_RUNTIME_MINUTES)  # its pass not measured
     # said once, naming the unmeasured model and the command
     assert text.count("the cost plan has no figures") == 1 and "resnet18_head" in text
+    # the feature pass measured on the h200: the features job is sized from it
+    head = runs["resnet18_head.none.default.s0"]
+    plan.save_cache({plan.throughput_key(cnn, "cuda h200", True): FIGURE,
+                     plan.throughput_key(head, "cuda h200", True): FIGURE,
+                     plan.feature_figure_key(head, "cuda h200"): {"feature_images_per_s": 100.0}})
+    again = snakemake(root, "-n", "--verbose", "--config", "plan_device=h200")
+    res = job_resources(again.stdout + again.stderr)
+    images = sum(plan.split_sizes(config.load(root / "test.yaml")["data"]).values())
+    assert res["features"]["runtime"] == str(
+        math.ceil(images / 100.0 * plan.SAFETY / 60) + plan.OVERHEAD_MINUTES)
+    assert int(res["features"]["mem_mb"]) < plan.DEFAULT_MEM_MB
     # without plan_device this CPU machine's (absent) figures size the jobs, as before, and no GPU
     plain = snakemake(root, "-n", "--verbose")
     assert "the cost plan has no figures" not in plain.stdout + plain.stderr

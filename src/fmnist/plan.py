@@ -260,7 +260,7 @@ def plan(config: dict, *, fast: bool = True, measure_missing: bool = False, reme
         figure = find_figure(cache, run, label, fast)
         if use_features and figure and features.cacheable(run):
             # the backbone pass depends on the feature set, not on the head's batch size: one figure per set
-            fkey = f"{label}|torch {_torch_version()}|features|{features.feature_key(run)}"
+            fkey = feature_figure_key(run, label)
             if fkey not in cache and measure_missing:
                 import torch
 
@@ -291,6 +291,38 @@ def plan(config: dict, *, fast: bool = True, measure_missing: bool = False, reme
             "feature_sets": {k: v / 3600 for k, v in feature_sets.items()},
             "missing": sorted({runs[r]["model"]["name"] for r, x in rows.items() if x["seconds"] is None}),
             "total_hours": total / 3600}
+
+
+def feature_figure_key(run: dict, label: str) -> str:
+    """The cache key of the speed of `run`'s backbone pass on `label`: keyed by what sets it (the backbone
+    and its arguments, the amp a job uses on that kind of device, channels_last), not by the seed or
+    the normalisation; so `plan` (which measures unresolved runs) and the workflow (whose runs have their
+    amp resolved for the jobs' device) name the same figure."""
+    kind = "cuda" if label.startswith("cuda") else "cpu"
+    t = run["train"]
+    what = {"arch": run["model"]["arch"], "args": run["model"]["args"],
+            "amp": fmnist_gpus.resolve_amp(t["amp"], kind), "channels_last": t["channels_last"]}
+    return f"{label}|torch {_torch_version()}|features|{json.dumps(what, sort_keys=True, separators=(',', ':'))}"
+
+
+FEATURE_BATCH = 200
+"""The batch of a feature pass (fmnist.features.compute's default)."""
+
+
+def feature_resources(run: dict, config: dict, attempt: int = 1, cache: dict | None = None) -> dict[str, int]:
+    """runtime (minutes) and mem_mb of the features job of `run`'s feature set: one backbone pass over
+    the three splits at the measured feature images/s, weights and activations of inference; the
+    defaults where `plan` has not measured that pass (on the GPU model `plan_device` names, else here)."""
+    cache = load_cache() if cache is None else cache
+    label = plan_label(config)
+    figure = find_figure(cache, run, label, fast_paths_enabled())
+    feature = cache.get(feature_figure_key(run, label))
+    if figure is None or feature is None:
+        return {"runtime": DEFAULT_RUNTIME_MINUTES * attempt, "mem_mb": DEFAULT_MEM_MB * attempt}
+    seconds = sum(split_sizes(config["data"]).values()) / feature["feature_images_per_s"]
+    runtime = math.ceil(seconds * SAFETY * attempt / 60) + OVERHEAD_MINUTES
+    model_mb = (figure["params"] * 4 + figure["activation_bytes_per_image"] * FEATURE_BATCH) / 2**20
+    return {"runtime": runtime, "mem_mb": math.ceil((BASE_MEM_MB + model_mb * SAFETY) * attempt)}
 
 
 def resources(run: dict, config: dict, attempt: int = 1, cache: dict | None = None) -> dict[str, int]:

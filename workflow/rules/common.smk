@@ -264,12 +264,21 @@ if workflow.is_main_process and (
 
 # Head-only transfer runs share one backbone pass per feature set (fmnist.features).
 FEATURE_SETS = {}
+FEATURE_RUN = {}  # a run of each set: the plan's figures for its pass are keyed by it
 if config["feature_cache"]:
     for _run in RUNS.values():
         if fmnist_features.cacheable(_run):
             FEATURE_SETS.setdefault(
                 fmnist_features.feature_key(_run), fmnist_features.feature_spec(_run)
             )
+            FEATURE_RUN.setdefault(fmnist_features.feature_key(_run), _run)
+
+
+def feature_resources(name):
+    """A features job's `name` (runtime or mem_mb) from the cost plan's figure for its backbone pass."""
+    return lambda wildcards, attempt: fmnist_plan.feature_resources(
+        FEATURE_RUN[wildcards.feature_set], config, attempt, COST_CACHE
+    )[name]
 
 
 def run_features_path(run_id):

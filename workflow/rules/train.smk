@@ -16,6 +16,8 @@ rule features:
         gpu=job_gpus(),
         cpus_per_task=config["threads"],  # not capped by the submitting machine's cores
         gpu_slots=gpu_slots("features"),
+        runtime=feature_resources("runtime"),  # minutes; `python -m fmnist plan` measures the pass
+        mem_mb=feature_resources("mem_mb"),
     params:
         spec=lambda wildcards: FEATURE_SETS[wildcards.feature_set],
         # the feature code and the backbone's family module (fmnist.codeid)
