@@ -163,3 +163,33 @@ def test_a_pack_of_head_only_runs_trains_on_their_cached_features(tmp_path):
         m = json.loads(path.read_text())
         assert m["cached_features"] == (m["augmentation"] == "none"), path.parent.name
     assert sorted(p.name for p in (root / "smoke" / "results" / "packs").glob("*.json")) == ["p000.json", "p001.json"]
+
+
+def test_forcing_a_pack_or_the_pack_rule_forces_its_runs():
+    from fmnist import runcache
+
+    pk = {"p000": ["a.s0", "a.s1"], "p001": ["b.s0"]}
+    assert runcache.forced_runs(False, ["train_pack"], False, [], packs=pk) == runcache.ALL
+    assert runcache.forced_runs(False, ["results/packs/p001.json"], False, [], packs=pk) == "b.s0"
+    assert runcache.forced_runs(False, [], True, ["results/packs/p000.json"], packs=pk) == "a.s0 a.s1"
+    assert runcache.forced_runs(False, ["train_pack"], False, []) == ""  # no packs: not a rule here
+    assert runcache.forced_runs(False, ["report"], False, [], packs=pk) == ""
+
+
+@pytest.mark.slow
+def test_forced_packs_retrain_their_runs(tmp_path):
+    """`--forcerun train_pack` retrains every packed run (its staged result would otherwise be kept);
+    a pack's summary file forces that pack's runs only."""
+    root = make_workflow(tmp_path, tiny_config(studies=SEEDS3, pack_runs=2, defaults={"epochs": 1}))
+    run_ids = [f"standard_cnn.none.default.s{i}" for i in range(3)]
+    snakemake(root, *run_targets(run_ids))
+
+    def attempts(rid):
+        return (root / "logs" / "train_pack" / f"{rid}.log").read_text().count("job started")
+
+    assert [attempts(r) for r in run_ids] == [1, 1, 1]
+    snakemake(root, *run_targets(run_ids), "--forcerun", "results/packs/p001.json")
+    assert [attempts(r) for r in run_ids] == [1, 1, 2]
+    snakemake(root, *run_targets(run_ids), "--forcerun", "train_pack")
+    assert [attempts(r) for r in run_ids] == [2, 2, 3]
+    assert planned_jobs(root, *run_targets(run_ids)) == {}

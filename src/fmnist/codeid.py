@@ -54,7 +54,7 @@ PLOT_MODULES = ("fmnist.plots", "fmnist.integrity")
 GALLERY_MODULES = ("fmnist.gallery",)
 # Pack mode (fmnist.packs): the train_pack job's launcher, and the train job that links its result
 # (covered through its input, the pack's summary).
-PACK_MODULES = ("fmnist.packs", "fmnist.gpus", "fmnist.runline")
+PACK_MODULES = ("fmnist.packs", "fmnist.gpus", "fmnist.runline", "fmnist.runcache")
 
 _BODIES = ("body", "orelse", "finalbody")
 

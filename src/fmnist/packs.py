@@ -73,11 +73,13 @@ def staged_stamp(folder: Path) -> str | None:
     return record.get("stamp")
 
 
-def run_pack(jobs: list[dict], threads: int, log=print, poll_s: float = 0.5) -> dict[str, dict]:
+def run_pack(jobs: list[dict], threads: int, log=print, poll_s: float = 0.5,
+             retrain: frozenset[str] | set[str] = frozenset()) -> dict[str, dict]:
     """Train the pack's runs side by side, one process each, and wait for all.
 
     `jobs`: one dict per run: id, run (resolved config, JSON text), data, features (or None), device,
-    max_steps, stamp. Runs whose staged stamp matches are skipped. Returns per run: status (ok,
+    max_steps, stamp. Runs whose staged stamp matches are skipped, unless in `retrain` (forced: run
+    ids, or "*" for all). Returns per run: status (ok,
     skipped, failed), started, finished (epoch seconds, as this process saw them), train_started and
     train_finished (the run's process's own), log. Raises PackError, after every process has
     ended, if any run failed; the finished runs stay staged.
@@ -87,12 +89,15 @@ def run_pack(jobs: list[dict], threads: int, log=print, poll_s: float = 0.5) -> 
     for job in jobs:
         folder = staged_dir(job["id"])
         log_path = LOG_DIR / f"{job['id']}.log"
-        if staged_stamp(folder) == job["stamp"]:
+        forced = "*" in retrain or job["id"] in retrain
+        if staged_stamp(folder) == job["stamp"] and not forced:
             results[job["id"]] = {"status": "skipped", "log": str(log_path)}
             log(f"{job['id']}: already trained with these params, in {folder}")
             continue
         folder.mkdir(parents=True, exist_ok=True)
         (folder / STAMP).unlink(missing_ok=True)  # retraining: not finished until stamped again
+        if forced:  # from the start, not from a resume state
+            (folder / "resume.pt").unlink(missing_ok=True)
         spec = folder / "job.json"
         spec.write_text(json.dumps({**job, "out_dir": str(folder), "threads": threads}))
         log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,10 @@ ALL = "*"
 """$FMNIST_RETRAIN: "" (none), "*" (every run) or run ids separated by spaces."""
 
 
+PACK_RULE = "train_pack"
+PACK_OUTPUT = re.compile(r"results/packs/([^/]+)\.json$")
+
+
 def forced_runs(
     forceall: bool,
     forcerun: Iterable[str],
@@ -35,15 +39,18 @@ def forced_runs(
     targets: Iterable[str],
     rule: str = "train",
     run_dir: str = "results/runs/{run}",
+    packs: dict[str, list[str]] | None = None,
 ) -> str:
     """The runs a Snakemake command line forces `rule` to compute, as $FMNIST_RETRAIN holds them.
 
     `--forceall` and `--forcerun <rule>` force every run; `--forcerun <file>` and `--force <target>`
     force the run whose directory holds the file. Another rule forced (`--forcerun report`)
-    retrains nothing: its jobs read the results, they do not make them.
+    retrains nothing: its jobs read the results, they do not make them. In pack mode (`packs`: pack
+    -> its runs) `--forcerun train_pack` forces every run and a pack's summary file (`--forcerun
+    results/packs/p003.json`) the runs of that pack.
     """
     forcerun = set(forcerun)
-    if forceall or rule in forcerun:
+    if forceall or rule in forcerun or (packs and PACK_RULE in forcerun):
         return ALL
     files = forcerun | (set(targets) if forcetargets else set())
     pattern = re.compile(re.escape(run_dir).replace(re.escape("{run}"), r"([^/]+)") + r"(?:/|$)")
@@ -53,10 +60,13 @@ def forced_runs(
         m = pattern.match(path)
         if m:
             runs.add(m.group(1))
+        m = PACK_OUTPUT.match(path)
+        if m and packs and m.group(1) in packs:
+            runs.update(packs[m.group(1)])
     return " ".join(sorted(runs))
 
 
-def retrain_set(workflow, run_dir: str = "results/runs/{run}") -> str:
+def retrain_set(workflow, run_dir: str = "results/runs/{run}", packs: dict[str, list[str]] | None = None) -> str:
     """The forced runs ($FMNIST_RETRAIN's form): from the command line in the main snakemake, from
     the environment (the main one exported it) in a job's own snakemake.
 
@@ -68,7 +78,7 @@ def retrain_set(workflow, run_dir: str = "results/runs/{run}") -> str:
     dag = workflow.dag_settings
     if dag is None:
         return ""
-    return forced_runs(dag.forceall, dag.forcerun, dag.forcetargets, dag.targets, run_dir=run_dir)
+    return forced_runs(dag.forceall, dag.forcerun, dag.forcetargets, dag.targets, run_dir=run_dir, packs=packs)
 
 
 def is_forced(run: str, retrain: str) -> bool:

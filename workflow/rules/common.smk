@@ -115,6 +115,12 @@ onstart:
         refetch_from=config["data"]["sources"],
         timeout=config["data"]["timeout"],
     )
+    # pack mode: the runs forced to retrain (`--forcerun train_pack`, a pack's summary, --forceall),
+    # for the packs' jobs, which would otherwise keep their staged results (fmnist.runcache)
+    if TRAIN_PACKS:
+        os.environ[fmnist_runcache.RETRAIN_ENV] = fmnist_runcache.retrain_set(
+            workflow, RUN_DIR, TRAIN_PACKS
+        )
 
 
 # A real run repairs these while parsing (they must be settled before the DAG is built, an onstart is

@@ -4,6 +4,7 @@ The pack's own log says which run started and ended; each run's epochs go to log
 which the run's `train` job copies into logs/train/<run>.log."""
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from fmnist import gpus  # noqa: E402
 # every run of the pack).
 slot = gpus.place_job(snakemake.resources.get("gpu_slots", 0))  # noqa: F821
 
-from fmnist import packs  # noqa: E402
+from fmnist import packs, runcache  # noqa: E402
 
 sm = snakemake  # noqa: F821
 device = "cuda" if slot is not None and sm.params.device.startswith("cuda") else sm.params.device
@@ -37,7 +38,9 @@ jobs = [
 ]
 t0 = time.time()
 try:
-    results = packs.run_pack(jobs, threads=sm.params.threads_per_run)
+    # runs forced to retrain: exported by the main snakemake's onstart (fmnist.runcache)
+    retrain = set(os.environ.get(runcache.RETRAIN_ENV, "").split())
+    results = packs.run_pack(jobs, threads=sm.params.threads_per_run, retrain=retrain)
 finally:
     gpus.release_job(slot)
 summary = {"pack": sm.wildcards.pack, "started": t0, "finished": time.time(), "runs": results}
