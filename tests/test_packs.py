@@ -193,3 +193,41 @@ def test_forced_packs_retrain_their_runs(tmp_path):
     snakemake(root, *run_targets(run_ids), "--forcerun", "train_pack")
     assert [attempts(r) for r in run_ids] == [2, 2, 3]
     assert planned_jobs(root, *run_targets(run_ids)) == {}
+
+
+def test_a_killed_pack_leaves_no_run_training(tmp_path, prepared_small):
+    """SIGKILL of a pack's process (what a node's teardown or `kill -9` does) ends its runs' processes
+    too: the next attempt must not find a run still writing into the staging folder it resumes from."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from fmnist import config as fconfig
+    from fmnist import experiments
+
+    cfg = fconfig.validate(tiny_config(defaults={"epochs": 50}))
+    run = next(iter(experiments.expand(cfg)[0].values()))
+    job = {"id": run["id"], "run": experiments.canonical_json(run), "data": str(prepared_small),
+           "features": None, "device": "cpu", "max_steps": None, "stamp": "s"}
+    (tmp_path / "jobs.json").write_text(json.dumps([job]))
+    code = ("import json, sys; from fmnist import packs; "
+            "packs.run_pack(json.load(open('jobs.json')), threads=1, log=lambda m: print(m, flush=True))")
+    env = {**os.environ, "PYTHONPATH": str(Path(packs.__file__).resolve().parents[1])}
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
+    line = parent.stdout.readline()
+    child = int(re.search(r"started \(pid (\d+)\)", line).group(1))
+    time.sleep(2)
+    os.kill(child, 0)  # training
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    for _ in range(50):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError("the run's process outlived its killed pack")

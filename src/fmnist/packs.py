@@ -104,6 +104,7 @@ def run_pack(jobs: list[dict], threads: int, log=print, poll_s: float = 0.5,
         with open(log_path, "a") as fh:
             procs[job["id"]] = subprocess.Popen(
                 [sys.executable, "-m", "fmnist.packs", str(spec)], stdout=fh, stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
                 env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
                     str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))})
         results[job["id"]] = {"status": "running", "started": time.time(), "log": str(log_path)}
@@ -116,7 +117,7 @@ def run_pack(jobs: list[dict], threads: int, log=print, poll_s: float = 0.5,
             del procs[run_id]
             ok = code == 0 and staged_stamp(staged_dir(run_id)) is not None
             results[run_id].update(status="ok" if ok else "failed", finished=time.time(), exit_code=code)
-            if ok:  # the run's own times, from its process (training only, without start-up)
+            if ok:  # the run's own times, from its process's start to its stamp
                 record = json.loads((staged_dir(run_id) / STAMP).read_text())
                 results[run_id].update(train_started=record["started"], train_finished=record["finished"])
             log(f"{run_id}: {'finished' if ok else f'FAILED (exit code {code})'}")
@@ -132,6 +133,20 @@ def run_pack(jobs: list[dict], threads: int, log=print, poll_s: float = 0.5,
             + ". Fix the cause (the logs say it), then run snakemake again: the failed runs resume "
             "after their last finished epoch.")
     return results
+
+
+def _die_with_parent() -> None:
+    """In a run's process, before it starts: ask Linux to SIGTERM it when the pack's process dies, so a
+    pack killed by SIGKILL (or its node's job step torn down) leaves no run training on its own, where
+    the next attempt would start a second process in the same staging folder. Elsewhere a no-op."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def collect(run_id: str, expected_stamp: str, out_dir: Path | str) -> dict:
