@@ -112,6 +112,7 @@ def test_a_failed_run_keeps_its_packs_finished_runs(tmp_path):
     # fmnist status reads a pack's runs from their pack logs
     rows = {r["run"]: r for r in status.study_status(config.load(root / "test.yaml"), root)["runs"]}
     assert rows[bad_run]["state"] == "failed" and "Is a directory" in rows[bad_run]["note"], rows[bad_run]
+    assert rows[ok_run]["state"] == "finished" and "staging" in rows[ok_run]["note"], rows[ok_run]
 
     shutil.rmtree(obstacle)  # the fault fixed
     snakemake(root, *run_targets([ok_run, bad_run]))

@@ -137,10 +137,15 @@ STALE_NOTE = "another config's result in place"
 def run_status(run: dict, workdir: Path, active: bool, planned: float | None, now: float) -> RunStatus:
     rid, epochs = run["id"], int(run["train"]["epochs"])
     metrics = _finished(run, workdir / "results" / "runs" / rid / "metrics.json")
-    if metrics is not None:
-        return RunStatus(rid, "finished", epochs, epoch=metrics["epochs_run"],
-                         val_accuracy=metrics.get("best_val_accuracy"), test_accuracy=metrics.get("test_accuracy"),
-                         result=metrics["status"], train_seconds=metrics.get("train_seconds"))
+    staged = None
+    if metrics is None:  # pack mode: trained in its pack, not linked yet (its pack's other runs go on)
+        staged = _finished(run, workdir / "results" / "packs" / "runs" / rid / "metrics.json")
+    if metrics is not None or staged is not None:
+        m = metrics or staged
+        return RunStatus(rid, "finished", epochs, epoch=m["epochs_run"],
+                         val_accuracy=m.get("best_val_accuracy"), test_accuracy=m.get("test_accuracy"),
+                         result=m["status"], train_seconds=m.get("train_seconds"),
+                         note="" if metrics is not None else "in its pack's staging; linked when the pack ends")
     log = read_log(workdir / "logs" / "train" / f"{rid}.log")
     if log is None or log.started is None:  # pack mode: the run trains in its pack (fmnist.packs)
         log = read_log(workdir / "logs" / "train_pack" / f"{rid}.log") or log
@@ -248,7 +253,7 @@ def render(status: dict, configfile: str) -> str:
         for r in by_state["finished"]:
             extra = "" if r["result"] == "ok" else f"  [{r['result']}]"
             lines.append(f"  {r['run']:{width}s}  test acc {_pct(r['test_accuracy'])}  epochs {r['epoch']}/{r['epochs']}  "
-                         f"{format_duration(r['train_seconds'])}{extra}")
+                         f"{format_duration(r['train_seconds'])}{extra}" + (f"  ({r['note']})" if r["note"] else ""))
     if by_state["waiting"]:
         lines.append("\nwaiting (by experiment: its seeds, and the training time of one run)")
         groups: dict[str, list[dict]] = {}
