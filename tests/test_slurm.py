@@ -289,48 +289,6 @@ def test_grouped_study_through_sbatch_and_slurmd(slurm_cluster):
 
 
 @pytest.mark.slow
-def test_packed_study_trains_side_by_side_in_one_gpu_job(slurm_cluster):
-    """pack_runs=3: one SLURM job trains three runs side by side on its GPU, sized as their sum from
-    the plan's h200 figures; each run's train job, local, links its result; through to the report."""
-    from fmnist import config, plan
-
-    with workflow_dir() as root:
-        make_workflow(root, tiny_config(device="auto", defaults={"epochs": 1}, studies={
-            "tiny": {"models": ["standard_cnn"], "augmentations": ["none"], "seeds": [0, 1, 2]}}))
-        test_cluster_profile(root)
-        cache_dir = root / "plan-cache"
-        runs = planned(root, cache_dir)
-        before = {j["JobId"] for j in slurm_jobs(slurm_cluster["env"])}
-        out, seconds = run_snakemake(root, slurm_cluster, "--config", "plan_device=h200", "pack_runs=3",
-                                     cache_dir=cache_dir)
-        print(f"packed tiny study (3 runs) through SLURM in {seconds:.1f}s")
-
-        assert out.count("has been submitted with SLURM jobid") == 2, out[-4000:]  # prepare + one pack
-        jobs = [j for j in slurm_jobs(slurm_cluster["env"]) if j["JobId"] not in before]
-        packed = [j for j in jobs if j.get("Comment", "").startswith("rule_train_pack")]
-        assert len(packed) == 1, [(j["JobId"], j.get("Comment")) for j in jobs]
-        job = packed[0]
-        cfg = config.load(root / "test.yaml", {"plan_device": "h200"})
-        cache = {plan.throughput_key(r, "cuda h200", True): FIGURE for r in runs.values()}
-        each = [plan.resources(r, cfg, 1, cache) for r in runs.values()]
-        assert minutes(job["TimeLimit"]) == sum(r["runtime"] for r in each)
-        assert memory_mb(job) == sum(r["mem_mb"] for r in each)
-        assert int(job["NumCPUs"]) == 3 * cfg["threads"]
-        assert job["TresPerJob"] == "gres:gpu:1", job  # sbatch --gpus=1
-        assert job["JobState"] == "COMPLETED"
-        summary = json.loads((root / "results" / "packs" / "p000.json").read_text())["runs"]
-        assert sorted(summary) == sorted(runs)
-        times = [(v["train_started"], v["train_finished"]) for v in summary.values()]
-        assert max(s for s, _ in times) < min(f for _, f in times), summary  # all three at once
-
-        report = (root / "reports" / "summary.html").read_text()
-        for rid in runs:
-            metrics = json.loads((root / "results" / "runs" / rid / "metrics.json").read_text())
-            assert metrics["status"] == "ok" and metrics["epochs_run"] == 1
-            assert rid in report
-
-
-@pytest.mark.slow
 def test_a_failing_run_costs_only_itself_with_packs(slurm_cluster):
     """One run of a pack fails on every attempt (a disk fault: its model file cannot be written): with
     the shipped `keep-going` and `retries: 2` the other pack finishes and its run is linked; the failed
@@ -409,9 +367,9 @@ def test_a_job_killed_at_its_time_limit_comes_back_with_more_and_resumes(slurm_c
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["group", "pack"])
 def test_a_requeued_group_job_resumes_its_runs(slurm_cluster, mode):
-    """A group job (or a pack job, `pack_runs=2`: its runs side by side) preempted mid-training
-    (`scontrol requeue`, as SLURM requeues a preempted `--requeue` job) runs again under the same job
-    id; its runs resume from their last epoch."""
+    """A group job (or a pack job, `pack_runs=2`: its runs side by side, sized as their sum) preempted
+    mid-training (`scontrol requeue`, as SLURM requeues a preempted `--requeue` job) runs again under
+    the same job id; its runs resume from their last epoch."""
     env = slurm_cluster["env"]
     with workflow_dir() as root:
         epochs = 12
@@ -454,3 +412,17 @@ def test_a_requeued_group_job_resumes_its_runs(slurm_cluster, mode):
             metrics = json.loads((root / "results" / "runs" / rid / "metrics.json").read_text())
             assert metrics["status"] == "ok" and metrics["epochs_run"] == epochs
         assert all(rid in (root / "reports" / "summary.html").read_text() for rid in runs)
+        if mode == "pack":
+            # one SLURM job with both runs side by side, sized from the plan's h200 figures as their sum
+            from fmnist import config, plan
+
+            cfg = config.load(root / "test.yaml", {"plan_device": "h200"})
+            cache = {plan.throughput_key(r, "cuda h200", True): FIGURE for r in runs.values()}
+            each = [plan.resources(r, cfg, 1, cache) for r in runs.values()]
+            assert minutes(again["TimeLimit"]) == sum(r["runtime"] for r in each)
+            assert memory_mb(again) == sum(r["mem_mb"] for r in each)
+            assert int(again["NumCPUs"]) == 2 * cfg["threads"]
+            assert again["TresPerJob"] == "gres:gpu:1", again  # sbatch --gpus=1
+            summary = json.loads((root / "results" / "packs" / "p000.json").read_text())["runs"]
+            times = [(v["train_started"], v["train_finished"]) for v in summary.values()]
+            assert len(times) == 2 and max(t for t, _ in times) < min(f for _, f in times), summary
