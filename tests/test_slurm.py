@@ -65,7 +65,7 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
-MinJobAge=300
+MinJobAge=3600
 ReturnToService=2
 NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} Gres=gpu:h200:1 State=UNKNOWN
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
@@ -189,7 +189,8 @@ test_cluster_profile.__test__ = False  # a helper, not a test
 
 
 def slurm_jobs(env: dict) -> list[dict[str, str]]:
-    """Every job slurmctld still knows (MinJobAge=300), as scontrol reports what sbatch received."""
+    """Every job slurmctld still knows (MinJobAge=3600: a finished job stays known for an hour, longer
+    than any test here even on a loaded machine), as scontrol reports what sbatch received."""
     out = subprocess.run(["scontrol", "show", "job", "-o"], env=env, capture_output=True, text=True,
                          check=True).stdout
     jobs = []
