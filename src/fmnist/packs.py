@@ -31,10 +31,12 @@ import sys
 import time
 from pathlib import Path
 
+from fmnist.integrity import RUN_OUTPUTS
+
 PACK_DIR = Path("results/packs")
 STAGING_DIR = PACK_DIR / "runs"
 STAMP = "staged.json"
-STAGED_FILES = ("metrics.json", "history.csv", "confusion.csv", "model.pt")
+STAGED_FILES = RUN_OUTPUTS  # a run folder's files, staged
 LOG_DIR = Path("logs/train_pack")
 
 
@@ -62,15 +64,22 @@ def staged_dir(run_id: str, root: Path | str = ".") -> Path:
     return Path(root) / STAGING_DIR / run_id
 
 
-def staged_stamp(folder: Path) -> str | None:
-    """The stamp of a finished staged run, or None (unfinished, damaged, or files missing)."""
+def staged_record(folder: Path) -> dict | None:
+    """The stamp file of a finished staged run (stamp, and its process's started and finished times),
+    or None (unfinished, damaged, or files missing)."""
     try:
         record = json.loads((folder / STAMP).read_text())
     except (OSError, ValueError):
         return None
     if not isinstance(record, dict) or not all((folder / f).is_file() for f in STAGED_FILES):
         return None
-    return record.get("stamp")
+    return record
+
+
+def staged_stamp(folder: Path) -> str | None:
+    """The stamp of a finished staged run, or None (unfinished, damaged, or files missing)."""
+    record = staged_record(folder)
+    return None if record is None else record.get("stamp")
 
 
 def run_pack(jobs: list[dict], threads: int, log=print, poll_s: float = 0.5,
@@ -115,10 +124,10 @@ def run_pack(jobs: list[dict], threads: int, log=print, poll_s: float = 0.5,
             if code is None:
                 continue
             del procs[run_id]
-            ok = code == 0 and staged_stamp(staged_dir(run_id)) is not None
+            record = staged_record(staged_dir(run_id)) if code == 0 else None
+            ok = record is not None
             results[run_id].update(status="ok" if ok else "failed", finished=time.time(), exit_code=code)
             if ok:  # the run's own times, from its process's start to its stamp
-                record = json.loads((staged_dir(run_id) / STAMP).read_text())
                 results[run_id].update(train_started=record["started"], train_finished=record["finished"])
             log(f"{run_id}: {'finished' if ok else f'FAILED (exit code {code})'}")
         if procs:

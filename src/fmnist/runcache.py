@@ -23,13 +23,14 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from fmnist.packs import PACK_DIR
+
 RETRAIN_ENV = "FMNIST_RETRAIN"
 ALL = "*"
 """$FMNIST_RETRAIN: "" (none), "*" (every run) or run ids separated by spaces."""
 
 
 PACK_RULE = "train_pack"
-PACK_OUTPUT = re.compile(r"results/packs/([^/]+)\.json$")
 
 
 def forced_runs(
@@ -60,9 +61,9 @@ def forced_runs(
         m = pattern.match(path)
         if m:
             runs.add(m.group(1))
-        m = PACK_OUTPUT.match(path)
-        if m and packs and m.group(1) in packs:
-            runs.update(packs[m.group(1)])
+        summary = Path(path)  # a pack's summary, results/packs/<pack>.json
+        if packs and summary.parent == PACK_DIR and summary.suffix == ".json" and summary.stem in packs:
+            runs.update(packs[summary.stem])
     return " ".join(sorted(runs))
 
 

@@ -175,9 +175,12 @@ def gpu_slots(kind):
         return 0
     if kind == "features":
         return GPU_PACKING.job_slots(fmnist_gpus.FEATURE_JOB_MB)
-    return lambda wildcards: GPU_PACKING.job_slots(
-        fmnist_plan.gpu_mem_mb(RUNS[wildcards.run], config, COST_CACHE)
-    )
+    return lambda wildcards: run_gpu_slots(wildcards.run)
+
+
+def run_gpu_slots(run_id):
+    """The slots of one GPU a training run's planned memory needs (packing on)."""
+    return GPU_PACKING.job_slots(fmnist_plan.gpu_mem_mb(RUNS[run_id], config, COST_CACHE))
 
 
 # Measured throughput figures (python -m fmnist plan): read once, never measured while parsing.
@@ -244,11 +247,7 @@ def pack_gpu_slots():
     if GPU_PACKING is None:
         return 0
     return lambda wildcards: min(
-        GPU_PACKING.slots,
-        sum(
-            GPU_PACKING.job_slots(fmnist_plan.gpu_mem_mb(RUNS[r], config, COST_CACHE))
-            for r in TRAIN_PACKS[wildcards.pack]
-        ),
+        GPU_PACKING.slots, sum(run_gpu_slots(r) for r in TRAIN_PACKS[wildcards.pack])
     )
 
 

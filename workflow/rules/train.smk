@@ -87,7 +87,7 @@ if TRAIN_PACKS:
             features=pack_features,
             data=PREPARED,
         output:
-            f"{fmnist_packs.PACK_DIR}/{{pack}}.json",
+            pack_output("{pack}"),
         log:
             "logs/train_pack/{pack}.log",
         conda:
