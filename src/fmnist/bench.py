@@ -476,6 +476,23 @@ def _step_loop(run: dict, variant: str, split, dev):
     return loop
 
 
+def _ms_per_step(step, warmup: int, n_steps: int, dev) -> float:
+    """Milliseconds per call of `step(i)` over steps warmup .. warmup + n_steps - 1, after the warm-up
+    steps 0 .. warmup - 1; CUDA synchronised before and after the timed steps."""
+    import torch
+
+    for i in range(warmup):
+        step(i)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for i in range(warmup, warmup + n_steps):
+        step(i)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / n_steps * 1000
+
+
 def steps(model: str = "standard_cnn", device: str = "auto", variants: list[str] | None = None,
           data: Path | str = DEFAULT_DATA, configfile: Path | str = DEFAULT_CONFIG, batch_size: int = 64,
           n_steps: int = 100, warmup: int = 10, repeats: int = 3, threads: int = 2, log=print) -> dict:
@@ -507,16 +524,9 @@ def steps(model: str = "standard_cnn", device: str = "auto", variants: list[str]
     loops = {v: _step_loop(run, v, split, dev) for v in variants}
 
     def timed(loop) -> float:
-        for i in range(warmup):
-            loop.step(split.images[i * batch_size:(i + 1) * batch_size], split.labels[i * batch_size:(i + 1) * batch_size])
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for i in range(warmup, warmup + n_steps):
-            loop.step(split.images[i * batch_size:(i + 1) * batch_size], split.labels[i * batch_size:(i + 1) * batch_size])
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        return (time.perf_counter() - t0) / n_steps * 1000
+        return _ms_per_step(lambda i: loop.step(split.images[i * batch_size:(i + 1) * batch_size],
+                                                split.labels[i * batch_size:(i + 1) * batch_size]),
+                            warmup, n_steps, dev)
 
     samples: dict[str, list[float]] = {v: [] for v in variants}
     for rep in range(repeats):
@@ -648,23 +658,11 @@ def fused_seeds(model: str = "standard_cnn", seeds: int = 4, device: str = "auto
         base.train()
         return worst
 
-    def timed(step_fn) -> float:
-        for i in range(warmup):
-            step_fn(i)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for i in range(warmup, warmup + n_steps):
-            step_fn(i)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        return (time.perf_counter() - t0) / n_steps * 1000
-
     difference = grad_difference()
     samples: dict[str, list[float]] = {"separate": [], "fused": []}
     for rep in range(repeats):
         for name, fn in (("separate", step_separate), ("fused", step_fused)):
-            samples[name].append(timed(fn))
+            samples[name].append(_ms_per_step(fn, warmup, n_steps, dev))
             log(f"[bench] repeat {rep + 1}/{repeats} {name:9s} {samples[name][-1]:8.3f} ms per step of {seeds} seeds")
     ms = {k: statistics.median(v) for k, v in samples.items()}
     return {

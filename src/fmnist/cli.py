@@ -408,6 +408,18 @@ def cmd_record_check(args) -> int:
     return 0
 
 
+def add_step_bench_arguments(p: argparse.ArgumentParser, steps: int, warmup: int) -> None:
+    """The arguments `bench steps` and `bench fused` share: data, recipe, batch, and how they time."""
+    p.add_argument("--data", default="data/prepared/fashion_mnist.npz")
+    p.add_argument("--configfile", help="config whose defaults give the recipe (default config/config.yaml)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=steps, help="timed steps per repeat and variant")
+    p.add_argument("--warmup", type=int, default=warmup)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fmnist", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -513,28 +525,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--variants", help="comma-separated: fp32, bf16, compile, compile_reduce_overhead, cuda_graph "
                                       "(default: fp32,bf16 on CPU; the four bf16 ones on CUDA)")
-    p.add_argument("--data", default="data/prepared/fashion_mnist.npz")
-    p.add_argument("--configfile", help="config whose defaults give the recipe (default config/config.yaml)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--steps", type=int, default=100, help="timed steps per repeat and variant")
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--json", action="store_true")
+    add_step_bench_arguments(p, steps=100, warmup=10)
     p.set_defaults(func=cmd_bench_steps)
 
     p = bench.add_parser("fused", help="ms per step of k seeds fused into one vmapped model against k separate models")
     p.add_argument("--model", default="standard_cnn")
     p.add_argument("--seeds", type=int, default=4)
     p.add_argument("--device", default="auto")
-    p.add_argument("--data", default="data/prepared/fashion_mnist.npz")
-    p.add_argument("--configfile", help="config whose defaults give the recipe (default config/config.yaml)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--steps", type=int, default=30, help="timed steps per repeat and variant")
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--json", action="store_true")
+    add_step_bench_arguments(p, steps=30, warmup=5)
     p.set_defaults(func=cmd_bench_fused)
 
     p = bench.add_parser("gpu", help="the GPU check in one call: packed study, SM use, step times, plan (<= 6 min)")
