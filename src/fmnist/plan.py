@@ -293,6 +293,13 @@ def plan(config: dict, *, fast: bool = True, measure_missing: bool = False, reme
             "total_hours": total / 3600}
 
 
+def _job_size(seconds: float, model_mb: float, attempt: int) -> dict[str, int]:
+    """A job's runtime (minutes) and mem_mb from its estimated seconds and model memory: both x SAFETY,
+    plus the fixed overhead and base memory, growing with `attempt`."""
+    runtime = math.ceil(seconds * SAFETY * attempt / 60) + OVERHEAD_MINUTES
+    return {"runtime": runtime, "mem_mb": math.ceil((BASE_MEM_MB + model_mb * SAFETY) * attempt)}
+
+
 def feature_figure_key(run: dict, label: str) -> str:
     """The cache key of the speed of `run`'s backbone pass on `label`: keyed by what sets it (the backbone
     and its arguments, the amp a job uses on that kind of device, channels_last), not by the seed or
@@ -320,9 +327,8 @@ def feature_resources(run: dict, config: dict, attempt: int = 1, cache: dict | N
     if figure is None or feature is None:
         return {"runtime": DEFAULT_RUNTIME_MINUTES * attempt, "mem_mb": DEFAULT_MEM_MB * attempt}
     seconds = sum(split_sizes(config["data"]).values()) / feature["feature_images_per_s"]
-    runtime = math.ceil(seconds * SAFETY * attempt / 60) + OVERHEAD_MINUTES
     model_mb = (figure["params"] * 4 + figure["activation_bytes_per_image"] * FEATURE_BATCH) / 2**20
-    return {"runtime": runtime, "mem_mb": math.ceil((BASE_MEM_MB + model_mb * SAFETY) * attempt)}
+    return _job_size(seconds, model_mb, attempt)
 
 
 def resources(run: dict, config: dict, attempt: int = 1, cache: dict | None = None) -> dict[str, int]:
@@ -339,10 +345,9 @@ def resources(run: dict, config: dict, attempt: int = 1, cache: dict | None = No
     # the run's own figure has no feature pass merged in, so a run on cached features asks for what the
     # full model would need: more than its head needs, never less
     seconds = run_cost(run, sizes, figure, fast=fast_paths_enabled() and config.get("feature_cache", True))["seconds"]
-    runtime = math.ceil(seconds * SAFETY * attempt / 60) + OVERHEAD_MINUTES
     batch = max(int(run["train"]["batch_size"]), int(run["train"]["eval_batch_size"]))
     model_mb = (figure["params"] * 16 + figure["activation_bytes_per_image"] * batch) / 2**20
-    return {"runtime": runtime, "mem_mb": math.ceil((BASE_MEM_MB + model_mb * SAFETY) * attempt)}
+    return _job_size(seconds, model_mb, attempt)
 
 
 def measuring_label(config: dict) -> str:
