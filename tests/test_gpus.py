@@ -97,6 +97,20 @@ def test_planned_gpu_memory_from_the_measured_figure():
     assert plan.gpu_mem_mb(run, cfg, {key: figure}) == pytest.approx(expected)
 
 
+def test_planned_gpu_memory_for_plan_device_comes_from_that_gpus_figure():
+    """A login node without a GPU sizes a cluster's packs by the figure of the GPU plan_device names."""
+    from fmnist import experiments
+
+    cfg = config.validate(tiny_config(plan_device="h200", device="auto"))
+    run = next(iter(experiments.expand(cfg)[0].values()))
+    here = plan.throughput_key(run, plan.device_label(cfg["device"], cfg["threads"]), plan.fast_paths_enabled())
+    h200 = plan.throughput_key(run, plan.gpu_label("NVIDIA H200"), plan.fast_paths_enabled())
+    small = {"params": 2**20, "activation_bytes_per_image": 2**20, "train_images_per_s": 1.0}
+    big = dict(small, params=2**30)
+    assert plan.gpu_mem_mb(run, cfg, {here: small, h200: big}) > 16 * 2**10 * plan.SAFETY
+    assert plan.gpu_mem_mb(run, cfg, {here: small}) == plan.GPU_JOB_DEFAULT_MB
+
+
 # --------------------------------------------------------------------------------------------
 # assignment by file locks
 # --------------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 from conftest import make_workflow, planned_jobs, snakemake, tiny_config
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fmnist import packs, status
 
@@ -25,6 +27,40 @@ def test_packs_are_the_sorted_runs_in_chunks():
     assert packs.packs([], 3) == {}
     with pytest.raises(ValueError):
         packs.packs(runs, 0)
+
+
+def test_packs_are_cut_where_the_next_run_would_not_fit_the_gpu():
+    runs = ["a.s0", "a.s1", "a.s2", "b.s0", "b.s1", "c.s0"]
+    need = {"a.s0": 30, "a.s1": 30, "a.s2": 30, "b.s0": 60, "b.s1": 60, "c.s0": 150}
+    assert packs.packs(runs, 4, need, 100) == {
+        "p000": ["a.s0", "a.s1", "a.s2"],  # 90: b.s0 would take it to 150
+        "p001": ["b.s0"],  # 60: b.s1 would take it to 120
+        "p002": ["b.s1"],
+        "p003": ["c.s0"],  # too big to share: a pack of its own, not refused
+    }
+    assert packs.packs(runs, 2, need, 100) == {
+        "p000": ["a.s0", "a.s1"], "p001": ["a.s2", "b.s0"], "p002": ["b.s1"], "p003": ["c.s0"]}
+    exact = {r: 25 for r in runs}
+    assert packs.packs(runs, 8, exact, 100) == {"p000": runs[:4], "p001": runs[4:]}  # 100 fits 100
+    assert packs.packs(runs, 3, need) == packs.packs(runs, 3)  # no budget: by count only
+    with pytest.raises(ValueError, match="need"):
+        packs.packs(runs, 3, None, 100)
+
+
+@given(
+    st.dictionaries(st.from_regex(r"[a-z]{1,3}\.s[0-9]", fullmatch=True), st.integers(1, 120), max_size=30),
+    st.integers(1, 6),
+    st.integers(1, 100),
+)
+def test_every_pack_fits_its_gpu_unless_one_run_alone_does_not(need, size, budget):
+    got = packs.packs(need, size, need, budget)
+    assert [r for chunk in got.values() for r in chunk] == sorted(need)  # each run once, in order
+    for chunk in got.values():
+        assert 1 <= len(chunk) <= size
+        assert sum(need[r] for r in chunk) <= budget or len(chunk) == 1
+    chunks = list(got.values())
+    for first, second in zip(chunks, chunks[1:], strict=False):  # cut only where the next run would not fit
+        assert len(first) == size or sum(need[r] for r in first) + need[second[0]] > budget
 
 
 def test_the_stamp_changes_with_every_param():
@@ -143,6 +179,41 @@ def test_packed_on_local_gpus_a_pack_asks_the_slots_of_its_runs(tmp_path):
     assert slots == {"p000": 2, "p001": 1}, text[-3000:]  # one slot per run, the runs together
     trains = job_blocks(text, "train")
     assert len(trains) == 3 and all("gpu_slots=0" in b and "gpu=0" in b for b in trains), trains
+
+
+def planned_packs(text: str) -> dict[str, int]:
+    """pack -> the runs `snakemake -n` says it trains (its train jobs name it as input)."""
+    found = {}
+    for block in job_blocks(text, "train"):
+        pack = re.search(r"results/packs/(p\d+)\.json", block).group(1)
+        found[pack] = found.get(pack, 0) + 1
+    return found
+
+
+def test_packed_on_local_gpus_a_pack_never_asks_more_than_one_gpu(tmp_path):
+    """One slot per GPU: two runs of a pack would share memory meant for one, so each gets its own."""
+    cfg = tiny_config(gpu_devices=["0"], gpu_slots=1, gpu_memory_mb=30_000, pack_runs=2, studies=SEEDS3)
+    root = make_workflow(tmp_path / "wf", cfg)
+    proc = snakemake(root, *run_targets(f"standard_cnn.none.default.s{i}" for i in range(3)), "-n",
+                     "--resources", "gpu=1")
+    text = proc.stdout + proc.stderr
+    assert planned_packs(text) == {"p000": 1, "p001": 1, "p002": 1}, text[-3000:]
+
+
+def test_cluster_packs_are_cut_by_the_nodes_gpu_memory(tmp_path):
+    """plan_device on a login node without a GPU: gpu_memory_mb (one node GPU's) cuts the packs; without
+    it packs go by count, and the submitting Snakemake says how to have them checked."""
+    cfg = tiny_config(plan_device="h200", device="auto", pack_runs=3, studies=SEEDS3)
+    root = make_workflow(tmp_path / "wf", cfg)
+    targets = run_targets(f"standard_cnn.none.default.s{i}" for i in range(3))
+    by_count = snakemake(root, *targets, "-n")
+    assert planned_packs(by_count.stdout + by_count.stderr) == {"p000": 3}
+    assert "packs are cut by count only" in by_count.stderr and "gpu_memory_mb=" in by_count.stderr
+    roomy = snakemake(root, *targets, "-n", "--config", "gpu_memory_mb=1000000")
+    assert planned_packs(roomy.stdout + roomy.stderr) == {"p000": 3}
+    assert "packs are cut by count only" not in roomy.stderr
+    tight = snakemake(root, *targets, "-n", "--config", "gpu_memory_mb=1")  # no run fits: one each
+    assert planned_packs(tight.stdout + tight.stderr) == {"p000": 1, "p001": 1, "p002": 1}
 
 
 @pytest.mark.slow

@@ -15,8 +15,10 @@ run's folder carries a stamp (`staged.json`, written last) of the exact params i
 - the `train` rule of each run, a local job in pack mode, links the staged files into
   `results/runs/<run id>/` after checking the stamp, so everything downstream is unchanged.
 
-The pack composition is the sorted run ids cut into chunks of `pack_runs`: an experiment's seeds sit
-side by side, and a run that moves to another pack (a run added before it) keeps its staged result.
+The pack composition is the sorted run ids cut into chunks of at most `pack_runs`, and, where one GPU's
+memory is known (`gpu_memory_mb`, or the local GPUs), before a run that would not fit beside the
+pack's others by the plan's GPU memory figures: an experiment's seeds sit side by side, and a run that
+moves to another pack (a run added before it) keeps its staged result.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from fmnist.integrity import RUN_OUTPUTS
@@ -44,12 +47,29 @@ class PackError(RuntimeError):
     """A pack's run failed, or a staged result is missing or from other params."""
 
 
-def packs(run_ids, size: int) -> dict[str, list[str]]:
-    """The packs of `run_ids`: sorted, cut into chunks of `size` runs, named p000, p001, ..."""
+def packs(run_ids, size: int, need: Mapping[str, float] | None = None,
+          budget: float | None = None) -> dict[str, list[str]]:
+    """The packs of `run_ids`: sorted, cut into chunks of at most `size` runs, named p000, p001, ...
+
+    With `need` (each run's share of a GPU: its planned memory in MB with its CUDA context, or the GPU
+    slots that memory takes) and `budget` (the same measure of the one GPU a pack gets), a pack is also
+    cut before the run that would take it past the budget: a pack never plans more of a GPU than it
+    gets, and a run too big to share one gets a pack of its own. Packs stay runs of consecutive sorted
+    ids, so an experiment's seeds still sit side by side."""
     if size < 1:
         raise ValueError(f"pack size must be at least 1, got {size}")
-    ids = sorted(run_ids)
-    return {f"p{i // size:03d}": ids[i:i + size] for i in range(0, len(ids), size)}
+    if budget is not None and need is None:
+        raise ValueError("a pack budget needs each run's need")
+    chunks: list[list[str]] = []
+    used = 0.0
+    for run_id in sorted(run_ids):
+        want = need[run_id] if budget is not None else 0.0
+        if not chunks or len(chunks[-1]) >= size or (budget is not None and used + want > budget):
+            chunks.append([])
+            used = 0.0
+        chunks[-1].append(run_id)
+        used += want
+    return {f"p{i:03d}": chunk for i, chunk in enumerate(chunks)}
 
 
 def stamp(run_json: str, code: str, device: str, max_steps: int | None) -> str:

@@ -411,9 +411,8 @@ def gpu_mem_mb(run: dict, config: dict, cache: dict | None = None) -> float:
     """Planned GPU memory of a training job (MB): parameters, gradients and Adam's two moments (16 bytes
     per parameter), the activations autograd saves for the larger of the training and evaluation batch,
     the data, all times SAFETY; a default where the model has no measured figure. No torch, no measuring."""
-    label = device_label(config["device"], int(config["threads"]))
     cache = load_cache() if cache is None else cache
-    figure = cache.get(throughput_key(run, label, fast_paths_enabled()))
+    figure = find_figure(cache, run, plan_label(config), fast_paths_enabled())
     if figure is None:
         return GPU_JOB_DEFAULT_MB
     batch = max(int(run["train"]["batch_size"]), int(run["train"]["eval_batch_size"]))

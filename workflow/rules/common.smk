@@ -212,8 +212,26 @@ def train_resources(name):
 # Training packs (config pack_runs > 1; fmnist.packs, docs/cluster.md): a `train_pack` job trains its
 # runs side by side on its GPU, and each run's `train` job, local, only links the staged result into
 # its run folder. This is how one SLURM allocation fills its GPU: the plugin runs the jobs of a group
-# one after another.
-TRAIN_PACKS = fmnist_packs.packs(RUNS, config["pack_runs"]) if config["pack_runs"] > 1 else {}
+# one after another. A pack gets one GPU, so it is also cut by the plan's GPU memory figures where one
+# GPU's memory is known: in gpu_slots on local GPUs (packing on), in MB where config gpu_memory_mb gives
+# a cluster node's GPU. Elsewhere packs are cut by count only, and the submitting Snakemake says so below.
+def pack_budget():
+    """(each run's need, one GPU's budget) for cutting packs, or (None, None): count only."""
+    if GPU_PACKING is not None:
+        return {r: run_gpu_slots(r) for r in RUNS}, GPU_PACKING.slots
+    if config["gpu_memory_mb"] and job_gpus():
+        context = fmnist_gpus.CUDA_CONTEXT_MB
+        need = {r: fmnist_plan.gpu_mem_mb(RUNS[r], config, COST_CACHE) + context for r in RUNS}
+        return need, config["gpu_memory_mb"]
+    return None, None
+
+
+PACK_NEED, PACK_BUDGET = pack_budget() if config["pack_runs"] > 1 else (None, None)
+TRAIN_PACKS = (
+    fmnist_packs.packs(RUNS, config["pack_runs"], PACK_NEED, PACK_BUDGET)
+    if config["pack_runs"] > 1
+    else {}
+)
 RUN_PACK = {run_id: pack for pack, run_ids in TRAIN_PACKS.items() for run_id in run_ids}
 
 
@@ -265,6 +283,12 @@ if workflow.is_main_process and (
     )
     if _missing:
         log_stderr(_missing)
+if workflow.is_main_process and TRAIN_PACKS and job_gpus() and PACK_BUDGET is None:
+    log_stderr(
+        f"pack_runs={config['pack_runs']}: packs are cut by count only, not checked against GPU "
+        "memory; add gpu_memory_mb=<MB of one GPU of the nodes> to --config so that no pack plans "
+        "more memory than its GPU has (docs/cluster.md, packs)"
+    )
 
 
 # Head-only transfer runs share one backbone pass per feature set (fmnist.features).
