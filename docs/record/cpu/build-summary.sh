@@ -4,7 +4,7 @@
 # Usage, from main's checkout, once every run of the record has finished:
 #   git worktree add ../fmnist-record-report HEAD
 #   bash docs/record/cpu/build-summary.sh ../fmnist-record-report ../fmnist-record-b
-#   python -m fmnist record export --configfile config/record_cpu.yaml --results ../fmnist-record-b/results \
+#   python -m fmnist record export --configfile config/record_cpu.yaml --results ../fmnist-record-report/results \
 #       --dest docs/record/cpu --readme README.md --readme docs/record/cpu/README.md \
 #       --report ../fmnist-record-report/reports/summary.html
 #
@@ -46,6 +46,8 @@ PY
     echo "stand-in model.pt, plots drawn here: $r"
   fi
 done
-PYTHONPATH="$W/src" "$(dirname "$PY")/snakemake" -n --configfile config/record_cpu.yaml --cores 2 \
-  | grep -q "^rule train:" && { echo "a run would be trained: not every run is here" >&2; exit 1; }
-PYTHONPATH="$W/src" "$(dirname "$PY")/snakemake" --configfile config/record_cpu.yaml --cores 2
+SM="$(dirname "$PY")/snakemake"
+if PYTHONPATH="$W/src" "$SM" -n --configfile config/record_cpu.yaml --cores 2 | grep -E "^ *(local)?rule train:" > /dev/null; then
+  echo "a run would be trained: not every run of the record is here" >&2; exit 1
+fi
+PYTHONPATH="$W/src" "$SM" --configfile config/record_cpu.yaml --cores 2
