@@ -107,8 +107,8 @@ def run_pack(jobs: list[dict], threads: int, log=print, poll_s: float = 0.5,
     """Train the pack's runs side by side, one process each, and wait for all.
 
     `jobs`: one dict per run: id, run (resolved config, JSON text), data, features (or None), device,
-    max_steps, stamp. Runs whose staged stamp matches are skipped, unless in `retrain` (forced: run
-    ids, or "*" for all). Returns per run: status (ok,
+    max_steps, stamp. Runs whose staged stamp matches are skipped, unless in `retrain` (the run ids
+    forced to retrain). Returns per run: status (ok,
     skipped, failed), started, finished (epoch seconds, as this process saw them), train_started and
     train_finished (the run's process's own), log. Raises PackError, after every process has
     ended, if any run failed; the finished runs stay staged.
@@ -118,7 +118,7 @@ def run_pack(jobs: list[dict], threads: int, log=print, poll_s: float = 0.5,
     for job in jobs:
         folder = staged_dir(job["id"])
         log_path = LOG_DIR / f"{job['id']}.log"
-        forced = "*" in retrain or job["id"] in retrain
+        forced = job["id"] in retrain
         if staged_stamp(folder) == job["stamp"] and not forced:
             results[job["id"]] = {"status": "skipped", "log": str(log_path)}
             log(f"{job['id']}: already trained with these params, in {folder}")

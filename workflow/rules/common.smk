@@ -261,11 +261,11 @@ def pack_resources(name):
 
 
 def pack_gpu_slots():
-    """Packed locally onto GPUs: a pack asks the slots of its runs together, at most one GPU's."""
+    """Packed locally onto GPUs: a pack asks the slots of its runs together (PACK_NEED), at most one GPU's."""
     if GPU_PACKING is None:
         return 0
     return lambda wildcards: min(
-        GPU_PACKING.slots, sum(run_gpu_slots(r) for r in TRAIN_PACKS[wildcards.pack])
+        GPU_PACKING.slots, sum(PACK_NEED[r] for r in TRAIN_PACKS[wildcards.pack])
     )
 
 

@@ -39,7 +39,8 @@ jobs = [
 t0 = time.time()
 try:
     # runs forced to retrain: exported by the main snakemake's onstart (fmnist.runcache)
-    retrain = set(os.environ.get(runcache.RETRAIN_ENV, "").split())
+    forced = os.environ.get(runcache.RETRAIN_ENV, "")
+    retrain = {job["id"] for job in jobs if runcache.is_forced(job["id"], forced)}
     results = packs.run_pack(jobs, threads=sm.params.threads_per_run, retrain=retrain)
 finally:
     gpus.release_job(slot)
