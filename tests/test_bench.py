@@ -245,3 +245,69 @@ def test_bench_gpu_rehearsed_on_the_cpu(prepared_small, tmp_path, monkeypatch):
     assert (tmp_path / "out" / "packed" / "results" / "runs" / "standard_cnn.none.default.s1" / "metrics.json").exists()
     assert r["parts"]["full_study_plan"]["hours"] > 0
     assert json.loads((tmp_path / "out" / bench.GPU_BENCH_FILE).read_text()) == r
+
+
+def _amp_metrics(acc: float, seconds: float) -> dict:
+    return {"test_accuracy": acc, "train_seconds": seconds}
+
+
+def test_amp_pairs_compares_each_run_with_itself():
+    """bf16 - float32 accuracy and float32 / bf16 time, run by run; a run of one mode only is named."""
+    results = {
+        "off": {"a.s0": _amp_metrics(0.9100, 30.0), "a.s1": _amp_metrics(0.9120, 33.0), "a.s2": _amp_metrics(0.9, 1.0)},
+        "bf16": {"a.s0": _amp_metrics(0.9090, 20.0), "a.s1": _amp_metrics(0.9100, 22.0), "b.s0": _amp_metrics(0.8, 9.0)},
+    }
+    r = bench.amp_pairs(results)
+    assert r["pairs"] == 2 and r["unpaired"] == ["a.s2", "b.s0"]
+    assert [row["run"] for row in r["runs"]] == ["a.s0", "a.s1"]
+    assert [row["accuracy_diff"] for row in r["runs"]] == pytest.approx([-0.10, -0.20])
+    assert [row["train_speedup"] for row in r["runs"]] == pytest.approx([1.5, 1.5])
+    assert r["accuracy_diff_mean"] == pytest.approx(-0.15)
+    assert r["bf16_lower"] == 2 and r["bf16_higher"] == 0
+    # the paired t interval of (-0.1, -0.2): mean -0.15, sd 0.0707, t(0.975, 1) = 12.706
+    half = 12.706 * 0.0707107 / 2 ** 0.5
+    assert r["accuracy_diff_ci95"] == pytest.approx([-0.15 - half, -0.15 + half], abs=2e-3)
+    assert 0 < r["accuracy_diff_p"] < 1
+    assert bench.amp_pairs({"off": results["off"], "bf16": {}})["pairs"] == 0
+
+
+def test_amp_config_pins_amp_and_seeds_of_every_study():
+    cfg = bench.amp_config(bench.DEFAULT_CONFIG, "bf16", seeds=5)
+    assert cfg["defaults"]["amp"] == "bf16" and cfg["defaults"]["epochs"] == 2  # merged, not replaced
+    assert cfg["studies"] and all(s["seeds"] == [0, 1, 2, 3, 4] for s in cfg["studies"].values())
+    as_written = bench.amp_config(bench.DEFAULT_CONFIG, "off")
+    assert as_written["defaults"]["amp"] == "off"
+    assert [s["seeds"] for s in as_written["studies"].values()] == [[0, 1, 2], [0, 1, 2]]
+
+
+def test_bench_amp_refuses_what_it_would_not_time(tmp_path, capsys):
+    (tmp_path / "out" / "bf16" / "results").mkdir(parents=True)
+    assert cli.main(["bench", "amp", "--out", str(tmp_path / "out")]) == 2
+    assert "would not be trained (and timed) again" in capsys.readouterr().err
+    assert cli.main(["bench", "amp", "--out", str(tmp_path / "new"), "--order", "off,off"]) == 2
+    assert "give each of off, bf16 once" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.slow
+def test_bench_amp_runs_the_study_in_both_modes(tmp_path, monkeypatch, capsys):
+    """`bench amp` on a tiny study: both workflow runs train every run in the mode asked for, and
+    the table pairs them (the figures themselves are for a real study on a real CPU)."""
+    from conftest import tiny_config, write_config
+
+    monkeypatch.setenv("FMNIST_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = write_config(tmp_path, tiny_config(defaults={"epochs": 1}))
+    out = tmp_path / "out"
+    assert cli.main(["bench", "amp", "--configfile", str(cfg), "--seeds", "2", "--out", str(out),
+                     "--cores", "2", "--order", "bf16,off"]) == 0
+    table = capsys.readouterr().out
+    r = json.loads((out / bench.AMP_BENCH_FILE).read_text())
+    assert r["order"] == ["bf16", "off"] and set(r["wall_seconds"]) == {"off", "bf16"}
+    assert r["pairs"] == 2 and not r["unpaired"]
+    assert [row["run"] for row in r["runs"]] == ["standard_cnn.none.default.s0", "standard_cnn.none.default.s1"]
+    for mode in ("off", "bf16"):
+        for seed in (0, 1):
+            m = json.loads((out / mode / "results" / "runs" / f"standard_cnn.none.default.s{seed}" /
+                            "metrics.json").read_text())
+            assert m["amp_resolved"] == mode and m["config"]["train"]["amp"] == mode
+    assert "bf16 lower in" in table and f"{r['pairs']} runs" in table

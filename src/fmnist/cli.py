@@ -258,6 +258,20 @@ def cmd_bench_gpu(args) -> int:
     return 0
 
 
+def cmd_bench_amp(args) -> int:
+    from fmnist import bench
+
+    r = bench.amp(args.out, args.configfile or bench.DEFAULT_CONFIG, args.seeds, args.cores, args.device,
+                  tuple(args.order.split(",")), log=(lambda _m: None) if args.json else print)
+    if args.json:
+        json.dump(r, sys.stdout, indent=2)
+        print()
+    else:
+        print(bench.amp_table(r), end="")
+        print(f"written: {Path(args.out) / bench.AMP_BENCH_FILE}")
+    return 0
+
+
 def cmd_bench_deform(args) -> int:
     from fmnist import bench
 
@@ -481,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plan)
 
-    bench = sub.add_parser("bench", help="benchmarks: throughput, speedrun, dag, deform").add_subparsers(
+    bench = sub.add_parser("bench", help="benchmarks: throughput, speedrun, dag, steps, fused, gpu, amp, deform").add_subparsers(
         dest="bench", required=True)
     p = bench.add_parser("throughput", help="fmnist's trainer against the reports' DataLoader loop")
     p.add_argument("--model", default="standard_cnn")
@@ -546,6 +560,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cuda; cpu rehearses the same calls on a CPU (tests)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_gpu)
+
+    p = bench.add_parser("amp", help="a whole study in float32 and in bf16: wall time, and per run the training-"
+                                     "time ratio and test-accuracy difference (what amp: auto trades)")
+    p.add_argument("--configfile", help="the study (default: config/config.yaml)")
+    p.add_argument("--seeds", type=int, help="replace every study's seeds with 0..N-1 (more pairs)")
+    p.add_argument("--out", default="bench-amp", help="directory for the two workflow runs and bench_amp.json")
+    p.add_argument("--cores", type=int, help="snakemake --cores (default: all)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--order", default="off,bf16", help="which mode runs first (default: off,bf16)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_amp)
 
     p = bench.add_parser("deform", help="fast CPU deformable convolution against torchvision's kernel")
     p.add_argument("--models", default="deformable_cnn,deformable_cnn_a", help="comma-separated presets")
