@@ -968,7 +968,9 @@ def amp(out: Path | str = "bench-amp", configfile: Path | str = DEFAULT_CONFIG, 
     """The study of `configfile` run twice through the workflow, in `out`/off (float32) and `out`/bf16,
     one mode after the other (`modes` sets the order): each one's wall time (data preparation not
     timed) and, run by run, the training-time ratio and the test-accuracy difference (`amp_pairs`).
-    This is what `amp: auto` trades on a CPU with native bf16; the figures say which CPU."""
+    This is what `amp: auto` trades on a CPU with native bf16; the figures say which CPU. A run whose
+    setting or preset pins its own `amp` computes the same way in both folders: it is counted only in
+    the mode it ran in, and listed as unpaired rather than compared with itself."""
     import yaml
 
     from fmnist import gpus, plan
