@@ -249,13 +249,10 @@ def cmd_bench_gpu(args) -> int:
         raise ConfigError("bench gpu: --sequential-runs must be at least 1 and --budget positive")
     r = bench.gpu(args.out, args.data, args.raw, args.cores, args.sequential_runs, args.budget,
                   device=args.device, log=(lambda _m: None) if args.json else print)
-    if args.json:
-        json.dump(r, sys.stdout, indent=2)
-        print()
-    else:
-        print(bench.gpu_table(r), end="")
-        print(f"written: {Path(args.out) / bench.GPU_BENCH_FILE}, {Path(args.out) / bench.GPU_TABLE_FILE}")
-    return 0
+    return _print_result(r, args.json, [
+        bench.gpu_table(r).rstrip("\n"),
+        f"written: {Path(args.out) / bench.GPU_BENCH_FILE}, {Path(args.out) / bench.GPU_TABLE_FILE}",
+    ])
 
 
 def cmd_bench_amp(args) -> int:
@@ -263,13 +260,7 @@ def cmd_bench_amp(args) -> int:
 
     r = bench.amp(args.out, args.configfile or bench.DEFAULT_CONFIG, args.seeds, args.cores, args.device,
                   tuple(args.order.split(",")), log=(lambda _m: None) if args.json else print)
-    if args.json:
-        json.dump(r, sys.stdout, indent=2)
-        print()
-    else:
-        print(bench.amp_table(r), end="")
-        print(f"written: {Path(args.out) / bench.AMP_BENCH_FILE}")
-    return 0
+    return _print_result(r, args.json, [bench.amp_table(r).rstrip("\n"), f"written: {Path(args.out) / bench.AMP_BENCH_FILE}"])
 
 
 def cmd_bench_deform(args) -> int:
