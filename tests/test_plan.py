@@ -35,7 +35,7 @@ def test_plan_measures_once_caches_and_sums_per_study(tmp_path, cache_dir, capsy
     assert len(cached) == 2 and all(v["train_images_per_s"] > 0 for v in cached.values())
     assert any(k.endswith("deform_fast") for k in cached)
     # a second plan reads the cache and measures nothing
-    monkeypatch.setattr(plan, "measure", lambda *a, **k: pytest.fail("measured a cached model"))
+    monkeypatch.setattr(plan.cost, "measure", lambda *a, **k: pytest.fail("measured a cached model"))
     r = plan.plan(config.load(path), measure_missing=True, log=lambda _m: None)
     assert "measuring" in out and "study" in out and "total" in out
     # tiny_config: 2,000 images, 10% val -> 1,800 train x 2 epochs

@@ -32,6 +32,7 @@ from fmnist.runtime import (  # noqa: F401 - re-exported: the trainer's public n
     Batches,
     Normalizer,
     atomic_torch_save,
+    configure_backends,
     device_name,
     peak_memory_mb,
     select_device,
@@ -384,10 +385,7 @@ def setup_run(run: dict, data_path: Path | str, device: str = "auto", threads: i
     if threads:
         torch.set_num_threads(int(threads))
     dev = select_device(device)
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    configure_backends(dev)
     torch.manual_seed(run["seed"])
 
     arrays, meta = data.load_prepared(data_path)

@@ -156,7 +156,7 @@ PRESETS: dict[str, Preset] = {
         "E", "base ViT with a 3x3 stride-2 conv instead of patches (14x14 map, 196 tokens)",
         {"eval_batch_size": 250},
     ),
-    # --- fmnist's own (bench.py) ---
+    # --- fmnist's own (fmnist.bench speedrun) ---
     "speedrun": Preset(
         "speedrun", "SpeedrunCNN", {"widths": [32, 64, 128], "dropout": 0.1, "tta_flip": True},
         "fmnist", "fmnist's speedrun net: conv-BN 32 @28, pool, 64 @14, pool, 128 @7, FC; flip TTA at eval",

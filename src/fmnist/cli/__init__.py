@@ -1,0 +1,34 @@
+"""Command line: list runs, fetch and prepare data, train one run by hand, list models, follow a
+study (status), export runs to TensorBoard/MLflow, benchmark, plan."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from fmnist.cli import bench, data, export, models, plan, record, runs, status, train
+from fmnist.cli.common import DEFAULT_CONFIG
+from fmnist.config import ConfigError
+
+COMMANDS = (runs, train, data, models, plan, bench, status, export, record)
+"""The command modules, in the order `fmnist --help` lists them; each adds its parser(s) with
+`add_parser(sub)`, whose defaults name the handler (`func`)."""
+
+__all__ = ["COMMANDS", "DEFAULT_CONFIG", "build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fmnist", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"fmnist: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,136 @@
+"""The throughput cache: figures measured once per (device, model, batch size, fast paths), kept in a
+JSON file outside the repository ($FMNIST_CACHE_DIR or ~/.cache/fmnist/throughput.json) so that
+Snakemake can read them while it parses (no torch import, no measuring there); their keys, and the
+measurement that makes one."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from importlib import metadata
+from pathlib import Path
+
+from fmnist import gpus as fmnist_gpus
+from fmnist.plan.labels import label_matches
+
+
+def cache_path() -> Path:
+    root = os.environ.get("FMNIST_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fmnist"
+    )
+    return Path(root) / "throughput.json"
+
+
+def find_figure(cache: dict[str, dict], run: dict, label: str, fast: bool) -> dict | None:
+    """The run's cached figure on `label`; of several variants of a GPU model, the slowest
+    (`a100` with figures for both A100 40GB and 80GB: a job may land on either)."""
+    exact = cache.get(throughput_key(run, label, fast))
+    if exact is not None or not label.startswith("cuda "):
+        return exact
+    rest = throughput_key(run, "", fast)
+    found = [v for k, v in cache.items()
+             if k.endswith(rest) and label_matches(k[: len(k) - len(rest)], label)]
+    return min(found, key=lambda v: v["train_images_per_s"]) if found else None
+
+
+def _torch_version() -> str:
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return "none"
+
+
+def fast_mode(run: dict, fast: bool) -> str:
+    """The fast paths that change this run's cost: `deform` (fast CPU deformable conv) for deformable models."""
+    from fmnist import models
+
+    if models.PRESETS[run["model"]["arch"]].module == "deformable":
+        return "deform_fast" if fast else "deform_torchvision"
+    return ""
+
+
+def throughput_key(run: dict, label: str, fast: bool) -> str:
+    m = run["model"]
+    args = {k: v for k, v in m["args"].items() if k not in ("weights_path", "pretrained", "input_mean", "input_std")}
+    return "|".join([label, f"torch {_torch_version()}", m["arch"],
+                     json.dumps(args, sort_keys=True, separators=(",", ":")),
+                     f"batch {run['train']['batch_size']}", fast_mode(run, fast)])
+
+
+def load_cache(path: Path | None = None) -> dict[str, dict]:
+    path = path or cache_path()
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def save_cache(cache: dict[str, dict], path: Path | None = None) -> None:
+    path = path or cache_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
+    tmp.replace(path)  # atomic: a reader (a parsing Snakemake) never sees half a file
+
+
+def measure(run: dict, device: str, threads: int, fast: bool, seconds: float = 2.0,
+            batch_cap: int | None = None) -> dict:
+    """Measure a run's model: training images/s at its batch size, activation bytes per image, parameters.
+
+    `batch_cap` measures at most that many images per step (the figure then stands for the run's
+    batch size): for large models on a slow device, where a step at the full batch takes minutes."""
+    import torch
+
+    from fmnist import models
+    from fmnist.models import deform_ops
+    from fmnist.models import measure as model_measure
+    from fmnist.runtime import device_name, select_device
+
+    torch.set_num_threads(threads)
+    dev = select_device(device)
+    m = run["model"]
+    args = {**m["args"], "pretrained": False, "weights_path": None} if m["arch"] in models.TRANSFER_WEIGHTS \
+        else m["args"]
+    torch.manual_seed(0)
+    model = models.build_model(m["arch"], args)
+    params, _ = model_measure.count_params(model)
+    batch = int(run["train"]["batch_size"])
+    if batch_cap:
+        batch = min(batch, int(batch_cap))
+    saved = [0]
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved[0] += t.numel() * t.element_size()
+        return t
+
+    model.to(dev).train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(torch.randn(batch, 1, 28, 28, device=dev)).sum().backward()
+    model.zero_grad(set_to_none=True)
+    ctx = deform_ops.torchvision_kernel() if not fast else contextlib.nullcontext()
+    with ctx:
+        ips, steps = model_measure.train_images_per_second(model, dev, batch, seconds)
+    row = {"train_images_per_s": round(ips, 2), "steps": steps, "params": params,
+           "activation_bytes_per_image": saved[0] // batch, "device_name": device_name(dev),
+           "measured_batch": batch,
+           "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    return row
+
+
+def feature_figure_key(run: dict, label: str) -> str:
+    """The cache key of the speed of `run`'s backbone pass on `label`: keyed by what sets it (the backbone
+    and its arguments, the amp a job uses on that kind of device, channels_last), not by the seed or
+    the normalisation; so `plan` (which measures unresolved runs) and the workflow (whose runs have their
+    amp resolved for the jobs' device) name the same figure."""
+    kind = "cuda" if label.startswith("cuda") else "cpu"
+    t = run["train"]
+    what = {"arch": run["model"]["arch"], "args": run["model"]["args"],
+            "amp": fmnist_gpus.resolve_amp(t["amp"], kind), "channels_last": t["channels_last"]}
+    return f"{label}|torch {_torch_version()}|features|{json.dumps(what, sort_keys=True, separators=(',', ':'))}"
+
+
+def fast_paths_enabled() -> bool:
+    """The fast paths a training job will take (FMNIST_FAST_DEFORM, read without importing torch)."""
+    return os.environ.get("FMNIST_FAST_DEFORM", "1") != "0"
