@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from fmnist import data, fetch, files
-from fmnist.errors import DamagedFileError
+from fmnist.errors import COMMAND_ENV, DamagedFileError
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +167,7 @@ def _drop_member(path: Path, name: str = "val_index.npy") -> None:
     ids=["empty", "truncated", "random_bytes", "flipped_byte", "missing_array"],
 )
 def test_parse_time_check_of_the_prepared_file_needs_no_numpy_and_agrees_with_loading(
-    tmp_path, prepared_small, damage
+    tmp_path, prepared_small, damage, monkeypatch
 ):
     # check_prepared runs while the workflow parses (Snakemake alone may be installed there), so
     # it checks with zipfile; whatever it passes, load_prepared must load, and what it rejects,
@@ -178,7 +178,13 @@ def test_parse_time_check_of_the_prepared_file_needs_no_numpy_and_agrees_with_lo
     damage(path)
     with pytest.raises(DamagedFileError, match="not a complete prepared file"):
         data.check_prepared_whole(path)
-    with pytest.raises(DamagedFileError, match="not a complete prepared file"):
+    with pytest.raises(DamagedFileError, match="not a complete prepared file") as exc:
         data.load_prepared(path)
+    # the fix removes the file and runs the workflow again, in the invocation the user is in
+    monkeypatch.setenv(COMMAND_ENV, "snakemake --configfile my.yaml")
+    assert exc.value.fix.startswith(f"rm -f {path} && snakemake (the next run of the workflow prepares it")
+    with pytest.raises(DamagedFileError) as exc:
+        data.load_prepared(path)
+    assert exc.value.fix.startswith(f"rm -f {path} && snakemake --configfile my.yaml (the next run")
     aside = data.check_prepared(path, log=lambda _m: None)
     assert aside is not None and aside.exists() and not path.exists()
