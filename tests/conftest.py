@@ -35,21 +35,21 @@ def dataset_dir() -> Path:
 @pytest.fixture(scope="session")
 def raw_dir(tmp_path_factory, dataset_dir) -> Path:
     """The four verified IDX files, fetched once per session by the real fetch code."""
-    from fmnist import data
+    from fmnist import fetch
 
     out = tmp_path_factory.mktemp("raw")
-    for name in data.FILES:
-        data.fetch(name, [str(dataset_dir)], out / name, log=lambda _m: None)
+    for name in fetch.FILES:
+        fetch.fetch(name, [str(dataset_dir)], out / name, log=lambda _m: None)
     return out
 
 
 @pytest.fixture(scope="session")
 def prepared_small(tmp_path_factory, raw_dir) -> Path:
     """A prepared file with a stratified slice: 2,000 train (200 of them val) and 1,000 test images."""
-    from fmnist import data
+    from fmnist import fetch
 
     out = tmp_path_factory.mktemp("prepared") / "fashion_mnist.npz"
-    data.prepare(raw_dir, out, val_fraction=0.1, split_seed=0, train_limit=2000, test_limit=1000)
+    fetch.prepare(raw_dir, out, val_fraction=0.1, split_seed=0, train_limit=2000, test_limit=1000)
     return out
 
 

@@ -6,6 +6,7 @@ the modules a real Python process has loaded after importing the trainer and eac
 """
 
 import dis
+import itertools
 import json
 import re
 import shutil
@@ -73,6 +74,82 @@ def test_a_code_change_is_seen():
     )
 
 
+IMPORTS_SORTED = textwrap.dedent('''
+    from __future__ import annotations
+
+    import math
+    import os, sys
+    from pathlib import Path, PurePath
+
+    from fmnist import config, data
+
+    LIMIT = 3
+
+
+    def load(x):
+        from fmnist import runtime, train
+        return math.sqrt(x) + LIMIT
+''')
+
+
+def test_the_order_of_imports_is_not_code():
+    """Sorting, grouping or splitting imports (what an import sorter does) is no edit; what is imported,
+    under which name, and where a statement falls among them, is."""
+    shuffled = textwrap.dedent('''
+        from __future__ import annotations
+        from fmnist import data
+        import sys
+        from pathlib import PurePath
+        import os
+        from fmnist import config
+        from pathlib import Path
+        import math
+        LIMIT = 3
+        def load(x):
+            from fmnist import train
+            from fmnist import runtime
+            return math.sqrt(x) + LIMIT
+    ''')
+    base = codeid.normalise(IMPORTS_SORTED)
+    assert codeid.normalise(shuffled) == base
+    for old, new in [("import math", "import cmath as math"),          # another module under the name
+                     ("config, data", "config"),                        # one name fewer
+                     ("math.sqrt(x) + LIMIT", "math.sqrt(x + 1) + LIMIT"),  # a function body edit
+                     ("    from fmnist import runtime, train\n", ""),  # a function's import dropped
+                     ("import math\n", ""),                            # an import moved past a statement
+                     ]:
+        edited = IMPORTS_SORTED.replace(old, new, 1)
+        if new == "":
+            edited = edited.replace("LIMIT = 3\n", "LIMIT = 3\nimport math\n") if old == "import math\n" else edited
+        assert codeid.normalise(edited) != base, (old, new)
+
+
+def test_a_modules_identity_ignores_its_import_order_but_not_its_code(tmp_path):
+    """On a copy of the package: the trainer with its imports reordered is the same run; a one-token edit
+    inside one of its functions is another."""
+    root = copy_package(tmp_path)
+    cnn = {"model": {"arch": "standard_cnn"}}
+    base = codeid.train_code_id(cnn, root)
+    path = root / "train.py"
+    source = path.read_text()
+    lines = source.splitlines(keepends=True)
+    first = next(i for i, line in enumerate(lines) if line.startswith("import "))
+    plain = list(itertools.takewhile(lambda i: lines[i].startswith("import "), range(first, len(lines))))
+    assert len(plain) > 3, "the trainer's standard library imports moved"
+    block = [lines[i] for i in plain]
+    lines[plain[0]:plain[-1] + 1] = block[::-1]  # reversed
+    reordered = "".join(lines)
+    names = re.search(r"^from fmnist import ([a-z_, ]+)$", reordered, re.M)
+    reordered = reordered.replace(names.group(0), "from fmnist import " + ", ".join(names.group(1).split(", ")[::-1]))
+    assert reordered != source
+    path.write_text(reordered)
+    assert codeid.train_code_id(cnn, root) == base
+    body = "return total, trainable"
+    assert reordered.count(body) == 1
+    path.write_text(reordered.replace(body, "return trainable, total"))
+    assert codeid.train_code_id(cnn, root) != base, "an edit inside a function body is not seen"
+
+
 FAMILIES = sorted({p.module for p in models.PRESETS.values()})
 SRC = REPO / "src" / "fmnist"
 # The documented boundaries (fmnist.codeid's docstring), spelled out here rather than read from codeid.
@@ -136,6 +213,40 @@ def test_each_family_covers_the_trainer_and_all_they_import():
         assert not covered & BOUNDARY
         others = {f"fmnist.models.{f}" for f in FAMILIES} - {f"fmnist.models.{family}"}
         assert not covered & others, "one family's edit would rerun another's runs"
+
+
+# What each family's runs hash: the trainer's modules and the family's own. Stated by name so that a
+# module joining a run's identity shows in review; each is there because it computes the run.
+TRAINER_CLOSURE = {
+    "fmnist.train", "fmnist.runline", "fmnist.runtime", "fmnist.recipes", "fmnist.metrics",
+    "fmnist.augment", "fmnist.augment.batched", "fmnist.features",
+    "fmnist.amp",       # what `amp: auto` means on the run's device
+    "fmnist.config",    # ConfigError, config_hash (the resume state's identity)
+    "fmnist.data",      # the prepared file the run reads
+    "fmnist.runfiles",  # the files it writes
+    "fmnist.files",     # written whole, hashed; an unusable resume state moved aside
+    "fmnist.errors",    # a damaged prepared or feature file
+}
+FAMILY_CLOSURE = {
+    "cnn": {"fmnist.models.cnn"},
+    "deformable": {"fmnist.models.deformable", "fmnist.models.deform_ops"},
+    "resnet": {"fmnist.models.resnet"},
+    "speedrun": {"fmnist.models.speedrun"},
+    "transfer": {"fmnist.models.transfer"},
+    "vgg": {"fmnist.models.vgg"},
+    "vit": {"fmnist.models.vit"},
+}
+
+
+def test_each_familys_identity_covers_exactly_these_modules():
+    assert set(FAMILY_CLOSURE) == set(FAMILIES), "a new family needs its closure stated here"
+    for family in FAMILIES:
+        assert set(codeid.train_modules(family)) == TRAINER_CLOSURE | FAMILY_CLOSURE[family], family
+    # what a run does not compute with: GPU placement, the download, the checks of finished outputs,
+    # the expansion of a config into runs
+    trainer = set(codeid.closure(codeid.TRAIN_MODULES))
+    assert trainer == TRAINER_CLOSURE
+    assert not trainer & {"fmnist.gpus", "fmnist.fetch", "fmnist.integrity", "fmnist.experiments"}
 
 
 def test_a_python_process_loads_nothing_outside_the_identity():
@@ -233,9 +344,10 @@ def test_every_script_imports_only_what_its_rule_identity_covers():
     assert scripts == set(SCRIPT_ROOTS), "a new workflow script needs its rule's roots here and in codeid"
     for name, roots in SCRIPT_ROOTS.items():
         path = REPO / "workflow" / "scripts" / name
-        used = codeid.source_imports(path.read_text(), "", str(path)) - BOUNDARY
+        placement = set(codeid.PLACEMENT_MODULES)  # where a job runs, not what it computes
+        used = codeid.source_imports(path.read_text(), "", str(path)) - BOUNDARY - placement
         assert used and used <= set(codeid.closure(roots)), name
-        assert bytecode_imports(path) - BOUNDARY <= set(codeid.closure(roots)), name
+        assert bytecode_imports(path) - BOUNDARY - placement <= set(codeid.closure(roots)), name
 
 
 def test_every_rule_that_computes_a_result_has_its_code_identity():

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fmnist import data
+from fmnist import data, fetch, files
+from fmnist.errors import COMMAND_ENV, DamagedFileError
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def http_root(tmp_path_factory, dataset_dir):
     root = tmp_path_factory.mktemp("www")
     for sub in ("good", "truncated", "corrupt"):
         (root / sub).mkdir()
-    for name in data.FILES:
+    for name in fetch.FILES:
         gz = (dataset_dir / f"{name}.gz").read_bytes()
         (root / "good" / f"{name}.gz").write_bytes(gz)
         (root / "truncated" / f"{name}.gz").write_bytes(gz[: len(gz) // 2])
@@ -49,9 +50,9 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 def test_fetch_from_local_directory(tmp_path, dataset_dir):
     dest = tmp_path / "train-labels-idx1-ubyte"
-    used = data.fetch("train-labels-idx1-ubyte", [str(dataset_dir)], dest, log=lambda m: None)
+    used = fetch.fetch("train-labels-idx1-ubyte", [str(dataset_dir)], dest, log=lambda m: None)
     assert used == str(dataset_dir)
-    assert data.sha256_file(dest) == data.FILES["train-labels-idx1-ubyte"]
+    assert files.sha256_file(dest) == fetch.FILES["train-labels-idx1-ubyte"]
     assert not list(tmp_path.glob("*.part"))  # atomic write leaves no temporary file
 
 
@@ -59,9 +60,9 @@ def test_fetch_over_http_after_failing_sources(tmp_path, server):
     messages = []
     dest = tmp_path / "t10k-labels-idx1-ubyte"
     sources = [str(tmp_path / "missing-dir"), f"{server}/truncated", f"{server}/corrupt", f"{server}/good"]
-    used = data.fetch("t10k-labels-idx1-ubyte", sources, dest, log=messages.append)
+    used = fetch.fetch("t10k-labels-idx1-ubyte", sources, dest, log=messages.append)
     assert used == f"{server}/good"
-    assert data.sha256_file(dest) == data.FILES["t10k-labels-idx1-ubyte"]
+    assert files.sha256_file(dest) == fetch.FILES["t10k-labels-idx1-ubyte"]
     failures = [m for m in messages if "failed" in m]
     assert len(failures) == 3
     assert "no such directory" in failures[0]
@@ -71,8 +72,8 @@ def test_fetch_over_http_after_failing_sources(tmp_path, server):
 
 def test_every_source_failing_lists_each_with_its_reason(tmp_path, server):
     sources = [f"{server}/corrupt", f"{server}/nothing-here", "http://127.0.0.1:9/unreachable"]
-    with pytest.raises(data.DownloadError) as err:
-        data.fetch("train-labels-idx1-ubyte", sources, tmp_path / "x", timeout=5, log=lambda m: None)
+    with pytest.raises(fetch.DownloadError) as err:
+        fetch.fetch("train-labels-idx1-ubyte", sources, tmp_path / "x", timeout=5, log=lambda m: None)
     msg = str(err.value)
     for s in sources:
         assert s in msg
@@ -84,19 +85,19 @@ def test_every_source_failing_lists_each_with_its_reason(tmp_path, server):
 def test_corrupt_cached_file_is_moved_aside_not_deleted(tmp_path, raw_dir):
     cache = tmp_path / "raw"
     shutil.copytree(raw_dir, cache)
-    assert data.check_cached(cache, log=lambda m: None) == []
+    assert fetch.check_cached(cache, log=lambda m: None) == []
     target = cache / "t10k-labels-idx1-ubyte"
     original = target.read_bytes()
     target.write_bytes(original[:-10] + b"\xff" * 10)
-    moved = data.check_cached(cache, log=lambda m: None)
+    moved = fetch.check_cached(cache, log=lambda m: None)
     assert len(moved) == 1 and not target.exists()
     assert moved[0].read_bytes() == original[:-10] + b"\xff" * 10
-    assert data.check_cached(cache, log=lambda m: None) == []  # the others are still verified
+    assert fetch.check_cached(cache, log=lambda m: None) == []  # the others are still verified
 
 
 def test_prepare_is_stratified_and_disjoint(tmp_path, raw_dir):
     out = tmp_path / "p.npz"
-    meta = data.prepare(raw_dir, out, val_fraction=0.2, split_seed=3, train_limit=5000, test_limit=1000)
+    meta = fetch.prepare(raw_dir, out, val_fraction=0.2, split_seed=3, train_limit=5000, test_limit=1000)
     arrays, meta2 = data.load_prepared(out)
     assert meta == meta2
     assert (meta["n_train"], meta["n_val"], meta["n_test"]) == (4000, 1000, 1000)
@@ -106,14 +107,14 @@ def test_prepare_is_stratified_and_disjoint(tmp_path, raw_dir):
         counts = np.bincount(arrays[f"{split}_labels"], minlength=10)
         assert counts.max() - counts.min() <= 1, (split, counts)
     # the same seed gives the same split; another seed another one
-    data.prepare(raw_dir, tmp_path / "q.npz", val_fraction=0.2, split_seed=3, train_limit=5000, test_limit=1000)
-    data.prepare(raw_dir, tmp_path / "r.npz", val_fraction=0.2, split_seed=4, train_limit=5000, test_limit=1000)
+    fetch.prepare(raw_dir, tmp_path / "q.npz", val_fraction=0.2, split_seed=3, train_limit=5000, test_limit=1000)
+    fetch.prepare(raw_dir, tmp_path / "r.npz", val_fraction=0.2, split_seed=4, train_limit=5000, test_limit=1000)
     assert np.array_equal(data.load_prepared(tmp_path / "q.npz")[0]["val_index"], arrays["val_index"])
     assert not np.array_equal(data.load_prepared(tmp_path / "r.npz")[0]["val_index"], arrays["val_index"])
 
 
 def test_full_prepare_keeps_every_image(tmp_path, raw_dir):
-    meta = data.prepare(raw_dir, tmp_path / "full.npz", val_fraction=0.1, split_seed=0)
+    meta = fetch.prepare(raw_dir, tmp_path / "full.npz", val_fraction=0.1, split_seed=0)
     assert (meta["n_train"], meta["n_val"], meta["n_test"]) == (54000, 6000, 10000)
 
 
@@ -121,7 +122,7 @@ def test_read_idx_rejects_a_short_file(tmp_path, raw_dir):
     bad = tmp_path / "short"
     bad.write_bytes((raw_dir / "t10k-labels-idx1-ubyte").read_bytes()[:-1])
     with pytest.raises(ValueError, match="header says"):
-        data.read_idx(bad)
+        fetch.read_idx(bad)
 
 
 def test_canonical_sources_are_configured():
@@ -166,7 +167,7 @@ def _drop_member(path: Path, name: str = "val_index.npy") -> None:
     ids=["empty", "truncated", "random_bytes", "flipped_byte", "missing_array"],
 )
 def test_parse_time_check_of_the_prepared_file_needs_no_numpy_and_agrees_with_loading(
-    tmp_path, prepared_small, damage
+    tmp_path, prepared_small, damage, monkeypatch
 ):
     # check_prepared runs while the workflow parses (Snakemake alone may be installed there), so
     # it checks with zipfile; whatever it passes, load_prepared must load, and what it rejects,
@@ -175,9 +176,15 @@ def test_parse_time_check_of_the_prepared_file_needs_no_numpy_and_agrees_with_lo
     shutil.copy(prepared_small, path)
     data.check_prepared_whole(path)  # a whole file passes
     damage(path)
-    with pytest.raises(data.DamagedFileError, match="not a complete prepared file"):
+    with pytest.raises(DamagedFileError, match="not a complete prepared file"):
         data.check_prepared_whole(path)
-    with pytest.raises(data.DamagedFileError, match="not a complete prepared file"):
+    with pytest.raises(DamagedFileError, match="not a complete prepared file") as exc:
         data.load_prepared(path)
+    # the fix removes the file and runs the workflow again, in the invocation the user is in
+    monkeypatch.setenv(COMMAND_ENV, "snakemake --configfile my.yaml")
+    assert exc.value.fix.startswith(f"rm -f {path} && snakemake (the next run of the workflow prepares it")
+    with pytest.raises(DamagedFileError) as exc:
+        data.load_prepared(path)
+    assert exc.value.fix.startswith(f"rm -f {path} && snakemake --configfile my.yaml (the next run")
     aside = data.check_prepared(path, log=lambda _m: None)
     assert aside is not None and aside.exists() and not path.exists()

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from conftest import REPO, SNAKEMAKE, make_workflow, snakemake, tiny_config, write_config
 
-from fmnist.integrity import RUN_OUTPUTS
+from fmnist.runfiles import RUN_OUTPUTS
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import torch
 from conftest import make_workflow, planned_jobs, snakemake, tiny_config
 
 from fmnist import config, experiments, features, runtime, train
-from fmnist.integrity import DamagedFileError
+from fmnist.errors import DamagedFileError
 
 
 def small_transfer_run(arch="mobilenet_v3_small", augmentation="none", **train_overrides):

@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import REPO, make_workflow, planned_jobs, snakemake, tiny_config
 
-from fmnist import config, gpus, plan, train
+from fmnist import amp, config, gpus, plan, train
 
 AMD_FLAGS = "fpu sse2 avx2 fma avx512f avx512bw avx512vl avx512_bf16"
 AMX_FLAGS = "fpu sse2 avx2 avx512f amx_tile amx_bf16 amx_int8"
@@ -31,23 +31,23 @@ def cpuinfo(tmp_path: Path, flags: str) -> Path:
 @pytest.mark.parametrize(("flags", "expected"), [(AMD_FLAGS, "bf16"), (AMX_FLAGS, "bf16"), (PLAIN_FLAGS, "off"),
                                                  ("", "off")])
 def test_amp_auto_follows_the_cpus_bf16_flags(tmp_path, monkeypatch, flags, expected):
-    monkeypatch.setenv(gpus.CPUINFO_ENV, str(cpuinfo(tmp_path, flags)))
-    assert gpus.resolve_amp("auto", "cpu") == expected
-    assert gpus.resolve_amp("auto", "cuda") == "bf16"
-    assert gpus.resolve_amp("auto", "mps") == "off"
-    assert gpus.resolve_amp("off", "cuda") == "off"  # a pinned value is never changed
-    assert gpus.resolve_amp("bf16", "cpu") == "bf16"
+    monkeypatch.setenv(amp.CPUINFO_ENV, str(cpuinfo(tmp_path, flags)))
+    assert amp.resolve_amp("auto", "cpu") == expected
+    assert amp.resolve_amp("auto", "cuda") == "bf16"
+    assert amp.resolve_amp("auto", "mps") == "off"
+    assert amp.resolve_amp("off", "cuda") == "off"  # a pinned value is never changed
+    assert amp.resolve_amp("bf16", "cpu") == "bf16"
 
 
 def test_a_missing_cpuinfo_means_float32(tmp_path, monkeypatch):
-    monkeypatch.setenv(gpus.CPUINFO_ENV, str(tmp_path / "absent"))
-    assert gpus.cpu_flags() == set()
-    assert gpus.resolve_amp("auto", "cpu") == "off"
+    monkeypatch.setenv(amp.CPUINFO_ENV, str(tmp_path / "absent"))
+    assert amp.cpu_flags() == set()
+    assert amp.resolve_amp("auto", "cpu") == "off"
 
 
 @pytest.mark.parametrize(("native", "expected"), [(True, True), (False, False)])
 def test_trainer_autocasts_by_the_probe(monkeypatch, native, expected):
-    monkeypatch.setattr(gpus, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(amp, "cpu_has_native_bf16", lambda: native)
     cfg = config.validate(tiny_config())
     from fmnist import experiments
 
@@ -200,7 +200,7 @@ def slot_intervals(root: Path) -> list[tuple[str, str, float, float]]:
 
 @pytest.mark.slow
 def test_workflow_packs_jobs_on_every_gpu_without_sharing_a_slot(tmp_path, monkeypatch):
-    monkeypatch.setenv(gpus.CPUINFO_ENV, str(cpuinfo(tmp_path, PLAIN_FLAGS)))
+    monkeypatch.setenv(amp.CPUINFO_ENV, str(cpuinfo(tmp_path, PLAIN_FLAGS)))
     cfg = tiny_config(
         gpu_devices=["0", "1"], gpu_slots=2, gpu_memory_mb=80_000,
         defaults={"epochs": 1}, data={"train_limit": 1000, "test_limit": 200},
@@ -224,7 +224,7 @@ def test_workflow_packs_jobs_on_every_gpu_without_sharing_a_slot(tmp_path, monke
 
     # the run's identity holds what `auto` resolved to: on a CPU with native bf16 every run is another run
     assert planned_jobs(root, *targets) == {}
-    monkeypatch.setenv(gpus.CPUINFO_ENV, str(cpuinfo(tmp_path, AMD_FLAGS)))
+    monkeypatch.setenv(amp.CPUINFO_ENV, str(cpuinfo(tmp_path, AMD_FLAGS)))
     assert planned_jobs(root, "results/runs/standard_cnn.none.default.s0/metrics.json").get("train") == 1
 
 

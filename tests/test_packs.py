@@ -281,7 +281,7 @@ def test_a_killed_pack_leaves_no_run_training(tmp_path, prepared_small):
 
     cfg = fconfig.validate(tiny_config(defaults={"epochs": 50}))
     run = next(iter(experiments.expand(cfg)[0].values()))
-    job = {"id": run["id"], "run": experiments.canonical_json(run), "data": str(prepared_small),
+    job = {"id": run["id"], "run": fconfig.canonical_json(run), "data": str(prepared_small),
            "features": None, "device": "cpu", "max_steps": None, "stamp": "s"}
     (tmp_path / "jobs.json").write_text(json.dumps([job]))
     code = ("import json, sys; from fmnist import packs; "

@@ -17,7 +17,7 @@ import torch
 from conftest import REPO, SNAKEMAKE, make_workflow, snakemake, tiny_config
 
 from fmnist import config as fconfig
-from fmnist import experiments, train
+from fmnist import experiments, runfiles, train
 
 # Fields of metrics.json that measure the machine, not the model: they may differ between runs.
 TIMING_FIELDS = {"train_seconds", "images_per_second", "peak_memory_mb"}
@@ -63,12 +63,12 @@ def test_train_run_resumes_to_identical_numbers(tmp_path, prepared_small, recipe
     train.train_run(run, prepared_small, tmp_path / "whole", **quiet)
     with pytest.raises(SystemExit):
         train.train_run(run, prepared_small, tmp_path / "split", stop_after_epochs=2, **quiet)
-    state = torch.load(tmp_path / "split" / train.RESUME_FILE, weights_only=True)
+    state = torch.load(tmp_path / "split" / runfiles.RESUME_FILE, weights_only=True)
     assert state["epoch"] == 2 and not (tmp_path / "split" / "metrics.json").exists()
     lines: list[str] = []
     train.train_run(run, prepared_small, tmp_path / "split", **{**quiet, "log": lines.append})
     assert any("resuming after epoch 2" in line for line in lines), lines
-    assert not (tmp_path / "split" / train.RESUME_FILE).exists(), "resume state left behind"
+    assert not (tmp_path / "split" / runfiles.RESUME_FILE).exists(), "resume state left behind"
     assert model_numbers(tmp_path / "split") == model_numbers(tmp_path / "whole")
     a = torch.load(tmp_path / "whole" / "model.pt")
     b = torch.load(tmp_path / "split" / "model.pt")
@@ -86,7 +86,7 @@ def test_run_killed_after_its_early_stop_resumes_to_the_same_numbers(tmp_path, p
     assert whole["best_epoch"] == stop - 1
     with pytest.raises(SystemExit):  # killed right after the stopping epoch's state was saved
         train.train_run(run, prepared_small, tmp_path / "split", stop_after_epochs=stop, **quiet)
-    state = torch.load(tmp_path / "split" / train.RESUME_FILE, weights_only=True)
+    state = torch.load(tmp_path / "split" / runfiles.RESUME_FILE, weights_only=True)
     assert state["epoch"] == stop and state["bad_epochs"] == 1
     lines: list[str] = []
     train.train_run(run, prepared_small, tmp_path / "split", **{**quiet, "log": lines.append})
@@ -141,7 +141,7 @@ def test_unusable_resume_state_is_moved_aside_and_the_run_starts_over(tmp_path, 
     run = resolved_run(epochs=2)
     with pytest.raises(SystemExit):
         train.train_run(run, prepared_small, tmp_path, stop_after_epochs=1, log=lambda _m: None, **quiet)
-    resume = tmp_path / train.RESUME_FILE
+    resume = tmp_path / runfiles.RESUME_FILE
     DAMAGE[damage](resume)
     lines: list[str] = []
     metrics = train.train_run(run, prepared_small, tmp_path, log=lines.append, **quiet)
@@ -177,7 +177,7 @@ def wait_until(done, proc: subprocess.Popen, what: str, timeout: float = 180) ->
 
 def saved_epoch(run_dir: Path) -> int:
     """The last finished epoch in the run's resume state (0 when there is none yet)."""
-    path = run_dir / train.RESUME_FILE
+    path = run_dir / runfiles.RESUME_FILE
     try:
         return torch.load(path, weights_only=True)["epoch"]
     except FileNotFoundError:
@@ -225,7 +225,7 @@ def test_killed_job_resumes_to_identical_numbers(tmp_path, uninterrupted, sig):
     snakemake(root, "--rerun-incomplete", "--", target)
     text = log.read_text()
     assert f"resuming after epoch {killed_at} " in text, text[-3000:]
-    assert not (run_dir / train.RESUME_FILE).exists()
+    assert not (run_dir / runfiles.RESUME_FILE).exists()
     assert model_numbers(run_dir) == model_numbers(uninterrupted)
 
 

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from fmnist import config, experiments, train
+from fmnist import config, experiments, runfiles, train
 
 
 def resolve(study: dict, **cfg) -> dict:
@@ -27,7 +27,7 @@ def test_train_run_writes_every_output(tmp_path, prepared_small):
     m = train.train_run(run, prepared_small, tmp_path, device="cpu", log=lambda s: None)
     for name in ("metrics.json", "history.csv", "confusion.csv", "model.pt"):
         assert (tmp_path / name).exists(), name
-    assert not (tmp_path / train.RESUME_FILE).exists()
+    assert not (tmp_path / runfiles.RESUME_FILE).exists()
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk["test_accuracy"] == m["test_accuracy"]
     assert m["status"] == "ok" and m["epochs_run"] == 2 and m["n_test"] == 1000
@@ -145,9 +145,9 @@ def test_trainer_stops_by_the_rule_on_scripted_validation_scores(tmp_path, prepa
 # --- numerics and CUDA graphs ------------------------------------------------------------------------
 
 def test_metrics_record_the_resolved_amp(tmp_path, prepared_small, monkeypatch):
-    from fmnist import gpus
+    from fmnist import amp
 
-    monkeypatch.setattr(gpus, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(amp, "cpu_has_native_bf16", lambda: True)
     run = resolve({"models": ["standard_cnn"]}, data={"train_limit": 1000},
                   defaults={"epochs": 1, "early_stopping": {"enabled": False}})
     result = train.train_run(run, prepared_small, tmp_path / "out", device="cpu", log=lambda _m: None, max_steps=2)

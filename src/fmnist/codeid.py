@@ -2,7 +2,8 @@
 
 The workflow passes it to a rule as a param, and Snakemake reruns a job whose params changed. So
 editing `models/vit.py` reruns the ViT runs and nothing else, while an edit that changes no code
-(comments, docstrings, blank lines, formatting) leaves the hash and every result alone.
+(comments, docstrings, blank lines, formatting, the order of imports) leaves the hash and every
+result alone.
 
 Which modules: derived, not listed. A rule names the modules its script imports (its roots); the
 identity covers those and every `fmnist.*` module they import, transitively, read from the source with
@@ -21,8 +22,10 @@ Two packages are boundaries, neither hashed nor followed (`BOUNDARY`):
   preset builds reruns its runs. Editing the registry's own functions reruns nothing: they look a
   preset up and call its class with the config's arguments.
 It errs towards rerunning: a module is in when anything of it is imported, used or not (an edit to
-`compare.py` reruns the figures, whose `plots` imports one function of it; an edit to `experiments.py`
-reruns every run, since the trainer imports its config hash). Files a module reads are not code:
+`compare.py` reruns the figures, whose `plots` imports one function of it; an edit to `config.py`
+reruns every run, since the trainer imports its config hash). So the trainer's modules import only what
+computes a run: the numerics (`amp`), not the GPU placement (`gpus`); the prepared file (`data`), not its
+download (`fetch`); the run folder's layout (`runfiles`), not the checks that read it back (`integrity`). Files a module reads are not code:
 `schema.yaml`'s defaults reach a run through its resolved config, the report templates are inputs of
 the report rule.
 """
@@ -46,12 +49,15 @@ BOUNDARY = frozenset({"fmnist", "fmnist.models"})
 # every script against these). A training run adds its model family module (fmnist.models.<family>).
 TRAIN_MODULES = ("fmnist.train", "fmnist.runline")
 FEATURE_MODULES = ("fmnist.features",)
-DATA_MODULES = ("fmnist.data",)
+DATA_MODULES = ("fmnist.fetch",)
 AGGREGATE_MODULES = ("fmnist.aggregate", "fmnist.compare", "fmnist.integrity")
 # The templates are inputs of the report rule, so they are watched as files, not here.
 REPORT_MODULES = ("fmnist.report", "fmnist.compare", "fmnist.integrity", "fmnist.smoke")
 PLOT_MODULES = ("fmnist.plots", "fmnist.integrity")
 GALLERY_MODULES = ("fmnist.gallery",)
+# What the train and features scripts import to take their GPU slots before torch loads: where a job runs,
+# not what it computes (a run's results do not depend on its slot), so in no job's identity.
+PLACEMENT_MODULES = ("fmnist.gpus",)
 # Pack mode (fmnist.packs): the train_pack job's launcher, and the train job that links its result
 # (covered through its input, the pack's summary).
 PACK_MODULES = ("fmnist.packs", "fmnist.gpus", "fmnist.runline", "fmnist.runcache")
@@ -68,9 +74,37 @@ def _is_string_statement(node: ast.AST) -> bool:
     )
 
 
+def _import_key(node: ast.Import | ast.ImportFrom) -> tuple:
+    alias = node.names[0]
+    if isinstance(node, ast.Import):
+        return (1, 0, alias.name, "", alias.asname or "")
+    first = 0 if node.module == "__future__" else 1  # where Python requires it, for a readable text
+    return (first, node.level, node.module or "", alias.name, alias.asname or "")
+
+
+def _sorted_imports(body: list[ast.stmt]) -> list[ast.stmt]:
+    """`body` with each run of consecutive import statements in one order: every imported name its own
+    statement (`import a, b` is `import a` and `import b`; `from m import x, y` is one per name), sorted.
+    So sorting, grouping or splitting imports (an import sorter's edits) leaves the normalised source alone;
+    a statement between imports stays where it is, and so do the imports on either side of it."""
+    out: list[ast.stmt] = []
+    run: list[ast.stmt] = []
+    for stmt in [*body, None]:
+        if isinstance(stmt, ast.Import | ast.ImportFrom):
+            run += [ast.Import(names=[a]) if isinstance(stmt, ast.Import)
+                    else ast.ImportFrom(module=stmt.module, names=[a], level=stmt.level) for a in stmt.names]
+            continue
+        out += sorted(run, key=_import_key)
+        run = []
+        if stmt is not None:
+            out.append(stmt)
+    return out
+
+
 def _analyse_tree(tree: ast.AST) -> list[tuple[int, str, tuple[str, ...]]]:
-    """Strip `tree` of its docstrings (in place) and return its import statements, wherever they are,
-    as (level, module, names): `import a.b` is (0, "a.b", ()), `from ..a import b, c` is (2, "a", ("b", "c"))."""
+    """Strip `tree` of its docstrings and put its imports in one order (in place, see _sorted_imports);
+    return its import statements, wherever they are, as (level, module, names): `import a.b` is
+    (0, "a.b", ()), `from ..a import b, c` is (2, "a", ("b", "c"))."""
     found = []
     for node in ast.walk(tree):  # one walk: a node's children are queued before it is yielded
         if isinstance(node, ast.Import):
@@ -82,12 +116,16 @@ def _analyse_tree(tree: ast.AST) -> list[tuple[int, str, tuple[str, ...]]]:
             if isinstance(body, list) and body and any(map(_is_string_statement, body)):
                 kept = [stmt for stmt in body if not _is_string_statement(stmt)]
                 # a body cannot be empty: `pass` is what a docstring-only function means
-                setattr(node, attr, kept or [ast.Pass()])
+                body = kept or [ast.Pass()]
+                setattr(node, attr, body)
+            if isinstance(body, list) and any(isinstance(stmt, ast.Import | ast.ImportFrom) for stmt in body):
+                setattr(node, attr, _sorted_imports(body))
     return found
 
 
 def normalise(source: str, filename: str = "<source>") -> str:
-    """The code of `source` without comments, docstrings or formatting: ast.unparse of the stripped tree.
+    """The code of `source` without comments, docstrings, formatting or the order of its imports:
+    ast.unparse of the stripped tree (see _analyse_tree).
 
     ast.unparse rather than ast.dump: its output stays the same across Python versions far more often.
     """

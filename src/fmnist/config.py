@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import difflib
+import hashlib
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -151,3 +153,13 @@ def deep_merge(base: Mapping, override: Mapping) -> dict:
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def canonical_json(obj: Any) -> str:
+    """`obj` as JSON text that equal objects share: sorted keys, no spaces."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def config_hash(obj: Any) -> str:
+    """A short hash of `obj`'s canonical JSON (a run's resolved config: its resume state's identity)."""
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:12]

@@ -7,9 +7,6 @@ Its id is `<model>.<augmentation>.<setting>.s<seed>`; a run named by several stu
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
-from typing import Any
 
 from fmnist import augment, models
 from fmnist.config import ConfigError, deep_merge, load_schema, subschema, validate
@@ -153,11 +150,3 @@ def expand(config: dict) -> tuple[dict[str, dict], dict[str, list[str]]]:
 def experiment_id(run: dict) -> str:
     """The run id without its seed: the unit over which seeds are averaged."""
     return run["id"].rsplit(".s", 1)[0]
-
-
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
-
-
-def config_hash(obj: Any) -> str:
-    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:12]

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fmnist import gpus, models
+from fmnist import amp, models
 
 FEATURE_DIR = "results/features"
 HEAD_IMAGES_PER_S = 200_000.0
@@ -90,7 +90,7 @@ def compute(spec: dict, data_path: Path | str, out: Path | str, device: str = "a
     if spec["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     normalize = runtime.Normalizer(spec["normalize"]["mean"], spec["normalize"]["std"], spec["channels_last"])
-    use_bf16 = gpus.resolve_amp(spec["amp"], dev.type) == "bf16"
+    use_bf16 = amp.resolve_amp(spec["amp"], dev.type) == "bf16"
     point, _ = head_chain(model)
     captured: list[torch.Tensor] = []
     hook = point.register_forward_pre_hook(lambda _m, inp: captured.append(inp[0].float().cpu()))
@@ -151,15 +151,9 @@ def load(path: Path | str, device, keep=None) -> dict[str, FeatureBatches]:
 
 
 def _damaged(path: Path, problem: str):
-    import shlex
+    from fmnist.errors import damaged
 
-    from fmnist.integrity import DamagedFileError, snakemake_command
-
-    return DamagedFileError(
-        [(path, problem)],
-        f"rm -f {shlex.quote(str(path))} && {snakemake_command()} "
-        "(the next run of the workflow computes the features again and trains the runs that use them)",
-    )
+    return damaged(path, problem, "computes the features again and trains the runs that use them")
 
 
 def _load_checked(path: Path) -> dict:

@@ -1,4 +1,4 @@
-"""Which numerics a run uses (`amp: auto`) and which GPU a job trains on, without importing torch.
+"""Which device a job trains on and which GPU it takes, without importing torch (numerics: fmnist.amp).
 
 Snakemake reads this module while it parses (a few milliseconds: no torch), and every training and
 feature job calls `acquire` before it imports torch, so `CUDA_VISIBLE_DEVICES` is set in time.
@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fmnist import amp
 from fmnist import config as fmnist_config
 
 DEFAULT_SLOTS = 12
@@ -42,7 +43,6 @@ CUDA_CONTEXT_MB = 600
 """What each process pays on a GPU before its first tensor: the CUDA context and cuDNN/cuBLAS handles."""
 FEATURE_JOB_MB = 4_000
 """Planned GPU memory of a feature job: a pretrained backbone's inference on batches of 200."""
-NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 LOCK_DIR = ".snakemake/fmnist-gpu-slots"
 PLACEMENT_ENV = "FMNIST_GPU_PLACEMENT"
 """Set by the workflow for its jobs: the GPUs, slots per GPU and lock directory (JSON). Not a param, so
@@ -51,42 +51,15 @@ SLOTS_ENV = "FMNIST_GPU_SLOT"
 
 
 # ---------------------------------------------------------------------------------------------
-# amp: auto
+# the device a job trains on
 # ---------------------------------------------------------------------------------------------
-
-CPUINFO_ENV = "FMNIST_CPUINFO"
-"""A file read instead of /proc/cpuinfo (tests give a CPU with or without bf16 to whole workflows)."""
-
-
-def cpu_flags(cpuinfo: Path | str | None = None) -> set[str]:
-    """The CPU's feature flags as the kernel reports them (empty where there is no /proc/cpuinfo)."""
-    cpuinfo = cpuinfo or os.environ.get(CPUINFO_ENV) or "/proc/cpuinfo"
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU does bf16 arithmetic in hardware (AVX512-BF16 or AMX).
-
-    torch's own probes do not tell this apart: `torch.backends.cpu.get_cpu_capability()` says only
-    "AVX512", and `torch.ops.mkldnn._is_mkldnn_bf16_supported()` is also true on AVX-512 CPUs without
-    bf16 instructions, where oneDNN emulates it (slower than float32). The kernel's flags do.
-    """
-    return any(flag in cpu_flags() for flag in NATIVE_BF16_FLAGS)
-
 
 def target_kind(device: str) -> str:
     """`cuda`, `mps` or `cpu`: what a job with config `device` trains on, found without torch."""
     if device.startswith("cuda"):
         return "cuda"
     if device == "auto":
-        return "cuda" if fmnist_config.nvidia_gpu_present() else "cpu"  # mps: see resolve_amp
+        return "cuda" if fmnist_config.nvidia_gpu_present() else "cpu"  # mps: see amp.resolve_amp
     return device
 
 
@@ -98,15 +71,6 @@ def job_target(config: dict) -> str:
     return target_kind(config["device"])
 
 
-def resolve_runs_amp(runs: dict[str, dict], kind: str) -> dict[str, dict]:
-    """Resolve `amp: auto` in place in every run's config for a device of `kind`: the workflow does
-    this while parsing, so the resolved value is part of each run's identity and its metrics.json;
-    `fmnist status` does the same to recognise a finished run."""
-    for run in runs.values():
-        run["train"]["amp"] = resolve_amp(run["train"]["amp"], kind)
-    return runs
-
-
 def expand_for_jobs(cfg: dict) -> tuple[dict[str, dict], dict[str, list[str]]]:
     """`experiments.expand(cfg)` with `amp: auto` resolved for the device the jobs train on: the runs
     exactly as the workflow hands them to its jobs and as their metrics.json records them. The one
@@ -114,24 +78,7 @@ def expand_for_jobs(cfg: dict) -> tuple[dict[str, dict], dict[str, list[str]]]:
     from fmnist import experiments
 
     runs, studies = experiments.expand(cfg)
-    return resolve_runs_amp(runs, job_target(cfg)), studies
-
-
-def resolve_amp(amp: str, kind: str) -> str:
-    """`bf16` or `off`: what `amp` (auto, off, bf16) means on a device of `kind` (cuda, cpu, mps).
-
-    auto: bf16 on CUDA and on CPUs with native bf16 (measured on a 2-core AMX Xeon by the issue's
-    author: 1.73x faster, accuracy alike within seed noise), float32 elsewhere (emulated bf16 is slower).
-    """
-    if amp in ("off", "bf16"):
-        return amp
-    if amp != "auto":
-        raise fmnist_config.ConfigError(f"amp {amp!r}: use auto, off or bf16")
-    if kind == "cuda":
-        return "bf16"
-    if kind == "cpu" and cpu_has_native_bf16():
-        return "bf16"
-    return "off"
+    return amp.resolve_runs_amp(runs, job_target(cfg)), studies
 
 
 # ---------------------------------------------------------------------------------------------

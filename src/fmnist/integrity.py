@@ -11,7 +11,6 @@ back) and the Snakemake command that recomputes them.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import os
@@ -19,33 +18,18 @@ import shlex
 from collections.abc import Iterable
 from pathlib import Path
 
-RUN_OUTPUTS = ("metrics.json", "history.csv", "confusion.csv", "model.pt")
-# history.csv's header, as the trainer writes it (fmnist.train uses this list).
-HISTORY_COLUMNS = [
-    "epoch",
-    "train_loss",
-    "train_accuracy",
-    "val_loss",
-    "val_accuracy",
-    "lr",
-    "seconds",
-]
+from fmnist.errors import DamagedFileError, snakemake_command
+from fmnist.files import sha256_file
+from fmnist.runfiles import (
+    CONFUSION_FILE,
+    HISTORY_COLUMNS,
+    HISTORY_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    RUN_OUTPUTS,
+)
+
 METRICS_FIELDS = ("run_id", "status", "test_accuracy", "epochs_run", "confusion_matrix", "config")
-# The command a fix line names; common.smk sets it to the invocation in effect (its --configfile).
-COMMAND_ENV = "FMNIST_SNAKEMAKE"
-
-
-class DamagedFileError(RuntimeError):
-    """A file the workflow reads back is unusable; the message names it, the problem and the fix."""
-
-    def __init__(self, problems: list[tuple[Path, str]], fix: str):
-        self.problems, self.fix = problems, fix
-        lines = [f"{path}: {problem}" for path, problem in problems]
-        super().__init__("\n".join(lines) + f"\nFix: {fix}")
-
-
-def snakemake_command() -> str:
-    return os.environ.get(COMMAND_ENV) or "snakemake"
 
 
 def rerun_fix(paths: Iterable[Path | str]) -> str:
@@ -183,11 +167,7 @@ def _recorded_hash(path: Path, metrics: dict) -> None:
     expected = (metrics.get("files") or {}).get(path.name)
     if expected is None:
         return
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    if h.hexdigest() != expected:
+    if sha256_file(path) != expected:
         raise ValueError(
             "its SHA-256 is not the one metrics.json recorded when the run wrote it (damaged, or another run's file)"
         )
@@ -210,17 +190,17 @@ def check_run(run_dir: Path | str, model: bool = True) -> dict:
     """Check one run's outputs against each other; return its metrics, or raise naming every damaged file."""
     run_dir = Path(run_dir)
     bad: list[tuple[Path, str]] = []
-    metrics_path = run_dir / "metrics.json"
+    metrics_path = run_dir / METRICS_FILE
     try:
         metrics = _metrics(metrics_path, run_dir.name)
     except ValueError as exc:
         metrics = None
         bad.append((metrics_path, str(exc)))
-    checks = [("history.csv", _history), ("confusion.csv", _confusion)]
+    checks = [(HISTORY_FILE, _history), (CONFUSION_FILE, _confusion)]
     if model:  # a recorded hash makes unpickling it unnecessary; without one, it must load
         checks.append(
             (
-                "model.pt",
+                MODEL_FILE,
                 _recorded_hash if metrics and "files" in metrics else lambda p, m: _model(p),
             )
         )

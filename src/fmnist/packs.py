@@ -34,7 +34,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from fmnist.integrity import RUN_OUTPUTS
+from fmnist.runfiles import METRICS_FILE, RESUME_FILE, RUN_OUTPUTS, job_header
 
 PACK_DIR = Path("results/packs")
 STAGING_DIR = PACK_DIR / "runs"
@@ -126,7 +126,7 @@ def run_pack(jobs: list[dict], threads: int, log=print, poll_s: float = 0.5,
         folder.mkdir(parents=True, exist_ok=True)
         (folder / STAMP).unlink(missing_ok=True)  # retraining: not finished until stamped again
         if forced:  # from the start, not from a resume state
-            (folder / "resume.pt").unlink(missing_ok=True)
+            (folder / RESUME_FILE).unlink(missing_ok=True)
         spec = folder / "job.json"
         spec.write_text(json.dumps({**job, "out_dir": str(folder), "threads": threads}))
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,14 +198,14 @@ def collect(run_id: str, expected_stamp: str, out_dir: Path | str) -> dict:
         except OSError:
             shutil.copyfile(folder / name, dest)
         os.utime(dest, (now, now))  # newer than the pack's summary, so the run is not planned again
-    return json.loads((out_dir / "metrics.json").read_text())
+    return json.loads((out_dir / METRICS_FILE).read_text())
 
 
 def _child(spec_path: str) -> int:
     """One run of a pack, in its own process: train into the staging folder, then stamp it."""
     started = time.time()
     # the header of a train job's log (fmnist status reads a pack's runs from these logs)
-    print(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} job started (pid {os.getpid()}) ====", flush=True)
+    print(job_header(), flush=True)
     job = json.loads(Path(spec_path).read_text())
     from fmnist import train
     from fmnist.runline import result_line

@@ -23,7 +23,6 @@ Exporting again after more runs finished adds them: a long record is committed a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -34,6 +33,7 @@ import pandas as pd
 
 from fmnist import aggregate, compare, experiments
 from fmnist import config as fmnist_config
+from fmnist.files import sha256_file
 
 RUN_FILES = ("metrics.json", "history.csv", "confusion.csv")
 MANIFEST = "SHA256SUMS"
@@ -173,14 +173,6 @@ def update_readme(readme: Path | str, name: str, table: str) -> None:
     readme.write_text(f"{head}{start}\n{table.strip()}\n{end}{tail}")
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def run_files(record: Path | str) -> list[str]:
     """Every file under the record's runs/ and under an archive's runs/ (e.g. b_valloss/runs/), relative."""
     record = Path(record)
@@ -204,7 +196,7 @@ def read_manifest(record: Path | str) -> dict[str, str]:
 def write_manifest(record: Path | str) -> None:
     """SHA256SUMS of every run file of the record, in `sha256sum` format."""
     record = Path(record)
-    lines = [f"{sha256(record / rel)}  {rel}\n" for rel in run_files(record)]
+    lines = [f"{sha256_file(record / rel)}  {rel}\n" for rel in run_files(record)]
     (record / MANIFEST).write_text("".join(lines))
 
 
@@ -219,7 +211,7 @@ def manifest_problems(record: Path | str, skip: set[str] = frozenset()) -> list[
             problems.append(f"{rel}: listed in {MANIFEST} but missing")
         elif rel not in listed:
             problems.append(f"{rel}: not in {MANIFEST}")
-        elif sha256(record / rel) != listed[rel]:
+        elif sha256_file(record / rel) != listed[rel]:
             problems.append(f"{rel}: {EDITED}")
     return problems
 
@@ -232,7 +224,7 @@ def recorded_hash_problems(record: Path | str) -> list[str]:
         files = json.loads(metrics.read_text()).get("files") or {}
         for name, digest in sorted(files.items()):
             path = metrics.parent / name
-            if path.exists() and sha256(path) != digest:
+            if path.exists() and sha256_file(path) != digest:
                 rel = path.relative_to(record).as_posix()
                 problems.append(f"{rel}: its SHA-256 is not the one its metrics.json recorded")
     return problems

@@ -30,9 +30,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from fmnist import runfiles
 from fmnist.runline import format_duration, result_line  # noqa: F401 - result_line: part of this API
 
-START = re.compile(r"^==== (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) job started \(pid (\d+)\) ====$")
 EPOCH = re.compile(r"\bepoch (\d+)/(\d+) .*\bval_acc ([0-9.]+|nan) .* ([0-9.]+)s(?: \*)?$")
 RESUMED = re.compile(r"\bresuming after epoch (\d+)\b")
 ENDED = re.compile(r"\] (ok|diverged|not_learned): test accuracy ")
@@ -81,8 +81,8 @@ def read_log(path: Path) -> LogInfo | None:
     info = LogInfo(mtime=mtime)
     for line in text.splitlines():
         line = line.rstrip()
-        if m := START.match(line):
-            info = LogInfo(mtime=mtime, started=time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")))
+        if (started := runfiles.job_started(line)) is not None:
+            info = LogInfo(mtime=mtime, started=started)
         elif m := EPOCH.search(line):
             info.epoch, info.epochs = int(m.group(1)), int(m.group(2))
             info.val_accuracy = None if m.group(3) == "nan" else float(m.group(3))
@@ -114,7 +114,7 @@ class RunStatus:
 
 
 def _finished(run: dict, metrics_path: Path) -> dict | None:
-    from fmnist.experiments import canonical_json
+    from fmnist.config import canonical_json
 
     try:
         metrics = json.loads(metrics_path.read_text())

@@ -9,10 +9,7 @@ to a resume file beside its outputs, so a killed job continues where it stopped.
 from __future__ import annotations
 
 import copy
-import csv
-import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -23,10 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from fmnist import augment, data, features, gpus, metrics, recipes
-from fmnist.config import ConfigError
-from fmnist.experiments import config_hash
-from fmnist.integrity import HISTORY_COLUMNS
+from fmnist import amp, augment, data, features, metrics, recipes, runfiles
+from fmnist.config import ConfigError, config_hash
+from fmnist.files import move_aside
 from fmnist.models import build_model
 from fmnist.runtime import (  # noqa: F401 - re-exported: the trainer's public names since before the split
     Batches,
@@ -40,7 +36,6 @@ from fmnist.runtime import (  # noqa: F401 - re-exported: the trainer's public n
     versions,
 )
 
-RESUME_FILE = "resume.pt"
 NOT_LEARNED_ACCURACY = 0.15  # chance is 0.10; a run at or below this learned nothing
 
 
@@ -61,10 +56,6 @@ def evaluate(model, split: Batches, normalize: Normalizer, batch_size: int, auto
     correct = (pred == split.labels).sum()
     n = max(1, len(split))
     return float(loss_sum) / n, float(correct) / n, pred.cpu().numpy()
-
-
-def atomic_text(path: Path, text: str) -> None:
-    data.atomic_write_bytes(path, text.encode())
 
 
 def count_params(model) -> tuple[int, int]:
@@ -110,7 +101,7 @@ def load_resume_state(path: Path, identity: str, device: torch.device,
         problem = f"it cannot be loaded ({text[0][:200] if text else type(exc).__name__})"
     if not problem:
         return state
-    aside = data.move_aside(path, "unusable")
+    aside = move_aside(path, "unusable")
     log(f"ignoring {path}: {problem}; moved to {aside.name}, training from epoch 0")
     return None
 
@@ -153,7 +144,7 @@ class StepLoop:
         steps = n_train // batch_size if cfg["drop_last"] else math.ceil(n_train / batch_size)
         steps = max(1, steps)
         optimizer = recipes.build_optimizer(model.parameters(), cfg["optimizer"])
-        use_bf16 = gpus.resolve_amp(cfg["amp"], device.type) == "bf16"
+        use_bf16 = amp.resolve_amp(cfg["amp"], device.type) == "bf16"
         cuda_graph = bool(cfg.get("cuda_graph", False))
         if cuda_graph:
             check_cuda_graph(cfg, device)
@@ -507,9 +498,9 @@ def finish_run(s: RunSetup, p: Progress, out_dir: Path) -> dict:
         status, reason = "not_learned", f"test accuracy {test_acc:.3f} is at chance level"
 
     history, meta = p.history, s.meta
-    write_history(out_dir / "history.csv", history)
-    write_confusion(out_dir / "confusion.csv", cm, s.classes)
-    atomic_torch_save((s.full_model if s.cached else final).state_dict(), out_dir / "model.pt")
+    runfiles.write_history(out_dir / runfiles.HISTORY_FILE, history)
+    runfiles.write_confusion(out_dir / runfiles.CONFUSION_FILE, cm, s.classes)
+    atomic_torch_save((s.full_model if s.cached else final).state_dict(), out_dir / runfiles.MODEL_FILE)
     result = {
         "run_id": run["id"],
         "status": status,
@@ -556,11 +547,8 @@ def finish_run(s: RunSetup, p: Progress, out_dir: Path) -> dict:
         "versions": versions(),
         "config_hash": s.identity,
         "config": run,
-        # What this run wrote beside this file: a later reader tells a damaged or foreign copy apart.
-        "files": {name: data.sha256_file(out_dir / name) for name in ("history.csv", "confusion.csv", "model.pt")},
     }
-    atomic_text(out_dir / "metrics.json", json.dumps(result, indent=2, allow_nan=False))
-    return result
+    return runfiles.write_metrics(out_dir, result)  # adds the SHA-256 of the files written above
 
 
 def train_run(
@@ -595,7 +583,7 @@ def train_run(
         log(f"{tag} {msg}")
 
     s = setup_run(run, data_path, device=device, threads=threads, features_path=features_path)
-    resume_path = out_dir / RESUME_FILE
+    resume_path = out_dir / runfiles.RESUME_FILE
     p = restore_progress(s, resume_path, say) if resume else Progress()
     cfg, loop, rule = run["train"], s.loop, s.rule
     say(
@@ -626,25 +614,6 @@ def _fmt(x: float | None) -> str:
 
 def _num(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
-
-
-def write_history(path: Path, history: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, HISTORY_COLUMNS)
-        w.writeheader()
-        w.writerows(history)
-    os.replace(tmp, path)
-
-
-def write_confusion(path: Path, cm: np.ndarray, classes: list[str]) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["true \\ predicted", *classes])
-        for name, row in zip(classes, cm, strict=True):
-            w.writerow([name, *map(int, row)])
-    os.replace(tmp, path)
 
 
 def main_log(path: Path | str | None) -> Callable[[str], None]:

@@ -10,7 +10,7 @@ def relink_run_outputs():
     """Results link to their cache entries relatively, so moving or copying the project keeps them."""
     if REAL_RUN:
         fmnist_runcache.relink(
-            (RUN_DIR.format(run=r) for r in RUNS), fmnist_integrity.RUN_OUTPUTS, RUN_CACHE
+            (RUN_DIR.format(run=r) for r in RUNS), fmnist_runfiles.RUN_OUTPUTS, RUN_CACHE
         )
 
 

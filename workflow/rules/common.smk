@@ -17,13 +17,14 @@ if (WORKFLOW_REPO / "src" / "fmnist").is_dir():
 from fmnist import codeid  # noqa: E402
 from fmnist import config as fmnist_config  # noqa: E402
 from fmnist import data as fmnist_data  # noqa: E402
-from fmnist import experiments  # noqa: E402
 from fmnist import features as fmnist_features  # noqa: E402
+from fmnist import fetch as fmnist_fetch  # noqa: E402
 from fmnist import gpus as fmnist_gpus  # noqa: E402
 from fmnist import integrity as fmnist_integrity  # noqa: E402
 from fmnist import packs as fmnist_packs  # noqa: E402
 from fmnist import plan as fmnist_plan  # noqa: E402
 from fmnist import published as fmnist_published  # noqa: E402
+from fmnist import runfiles as fmnist_runfiles  # noqa: E402
 from fmnist import runcache as fmnist_runcache  # noqa: E402
 from fmnist import smoke as fmnist_smoke  # noqa: E402
 from fmnist import status as fmnist_status  # noqa: E402
@@ -109,7 +110,7 @@ RUN_DIR = "results/runs/{run}"
 # hash, so a re-fetched file retriggers nothing (see prepare). As a module, call the same function in
 # the consumer's onstart.
 onstart:
-    fmnist_data.check_cached(
+    fmnist_fetch.check_cached(
         RAW_DIR,
         log=log_stderr,
         refetch_from=config["data"]["sources"],
@@ -131,7 +132,7 @@ if REAL_RUN:
     fmnist_data.check_prepared(PREPARED, log=log_stderr)
     # A moved or copied project: its links still name the old place; point them at this cache first.
     fmnist_runcache.relink(
-        (RUN_DIR.format(run=r) for r in RUNS), fmnist_integrity.RUN_OUTPUTS, RUN_CACHE
+        (RUN_DIR.format(run=r) for r in RUNS), fmnist_runfiles.RUN_OUTPUTS, RUN_CACHE
     )
     fmnist_integrity.unlink_lost_outputs((RUN_DIR.format(run=r) for r in RUNS), log=log_stderr)
 
@@ -325,7 +326,7 @@ def run_features(wildcards):
 
 
 def run_config(wildcards):
-    return experiments.canonical_json(RUNS[wildcards.run])
+    return fmnist_config.canonical_json(RUNS[wildcards.run])
 
 
 # The code identity of each run (a param of train): its model family's module and class, the trainer
@@ -344,7 +345,7 @@ def run_files(name):
 wildcard_constraints:
     run="|".join(map(lambda r: r.replace(".", r"\."), RUNS)) or "NO_RUNS",
     pack="|".join(TRAIN_PACKS) or "NO_PACKS",
-    name="|".join(fmnist_data.FILES),
+    name="|".join(fmnist_fetch.FILES),
     feature_set="|".join(map(lambda k: k.replace(".", r"\."), FEATURE_SETS)) or "NO_FEATURE_SETS",
 
 

@@ -19,7 +19,7 @@ rule download:
 rule prepare:
     input:
         # Content is pinned by hash (checked at start-up), so a re-fetched file re-triggers nothing.
-        ancient(expand(RAW_DIR / "{name}", name=fmnist_data.FILES)),
+        ancient(expand(RAW_DIR / "{name}", name=fmnist_fetch.FILES)),
     output:
         PREPARED,
     log:

@@ -152,7 +152,7 @@ rule report:
         descriptions={name: spec.get("description", "") for name, spec in config["studies"].items()},
         sweeps=config["report"]["sweeps"],
         title=config["report"]["title"],
-        config_hash=experiments.config_hash(config),
+        config_hash=fmnist_config.config_hash(config),
         template="summary.html.j2",
         code=codeid.code_id(codeid.REPORT_MODULES),
         smoke=config["smoke"],

@@ -101,7 +101,7 @@ if TRAIN_PACKS:
             mem_mb=pack_resources("mem_mb"),
         params:
             runs=lambda wildcards: {
-                r: experiments.canonical_json(RUNS[r]) for r in TRAIN_PACKS[wildcards.pack]
+                r: fmnist_config.canonical_json(RUNS[r]) for r in TRAIN_PACKS[wildcards.pack]
             },
             code=lambda wildcards: {r: TRAIN_CODE[r] for r in TRAIN_PACKS[wildcards.pack]},
             features=lambda wildcards: {

@@ -1,8 +1,6 @@
 """Shared start of every workflow script: import path and log redirection (no Snakemake imports)."""
 
-import os
 import sys
-import time
 from pathlib import Path
 
 # The library beside this workflow (a checkout, or a copy used as a module) comes first; without
@@ -26,7 +24,9 @@ def redirect_output(log_path: str):
     # Snakemake removes a job's log before it reruns the job; the epochs of an attempt that was killed
     # stay in the resumed run's history.csv (the resume state carries the history).
     fh = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the job
-    print(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} job started (pid {os.getpid()}) ====", file=fh)
+    from fmnist.runfiles import job_header  # the path set above; fmnist status reads this line back
+
+    print(job_header(), file=fh)
     sys.stdout = sys.stderr = fh
     sys.excepthook = _excepthook
     return fh

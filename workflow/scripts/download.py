@@ -1,4 +1,4 @@
-"""Snakemake entry: fetch one IDX file from the configured sources (see fmnist.data.fetch)."""
+"""Snakemake entry: fetch one IDX file from the configured sources (see fmnist.fetch.fetch)."""
 
 import sys
 
@@ -7,9 +7,9 @@ from _setup import redirect_output  # noqa: E402
 
 redirect_output(snakemake.log[0])  # noqa: F821
 
-from fmnist import data  # noqa: E402
+from fmnist import fetch  # noqa: E402
 
-data.fetch(
+fetch.fetch(
     snakemake.wildcards.name,  # noqa: F821
     snakemake.params.sources,  # noqa: F821
     snakemake.output[0],  # noqa: F821

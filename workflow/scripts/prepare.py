@@ -1,4 +1,4 @@
-"""Snakemake entry: decode the IDX files once into the prepared split file (see fmnist.data.prepare)."""
+"""Snakemake entry: decode the IDX files once into the prepared split file (see fmnist.fetch.prepare)."""
 
 import json
 import sys
@@ -8,9 +8,9 @@ from _setup import redirect_output  # noqa: E402
 
 redirect_output(snakemake.log[0])  # noqa: F821
 
-from fmnist import data  # noqa: E402
+from fmnist import fetch  # noqa: E402
 
 p = snakemake.params  # noqa: F821
-meta = data.prepare(p.raw_dir, snakemake.output[0], p.val_fraction, p.split_seed,  # noqa: F821
+meta = fetch.prepare(p.raw_dir, snakemake.output[0], p.val_fraction, p.split_seed,  # noqa: F821
                     p.train_limit, p.test_limit)
 print(json.dumps(meta, indent=1))

@@ -71,6 +71,7 @@ def amp(out: Path | str = "bench-amp", configfile: Path | str = DEFAULT_CONFIG, 
     the mode it ran in, and listed as unpaired rather than compared with itself."""
     import yaml
 
+    from fmnist import amp as fmnist_amp
     from fmnist import gpus, plan
 
     if sorted(modes) != sorted(AMP_MODES):
@@ -86,8 +87,8 @@ def amp(out: Path | str = "bench-amp", configfile: Path | str = DEFAULT_CONFIG, 
     cores = int(cores or os.cpu_count() or 1)
     t_start = time.perf_counter()
     result: dict = {"configfile": str(configfile), "seeds": seeds, "cores": cores, "device": device,
-                    "machine": plan.device_label(device), "native_bf16_cpu": gpus.cpu_has_native_bf16(),
-                    "auto_resolves_to": gpus.resolve_amp("auto", gpus.target_kind(device)),
+                    "machine": plan.device_label(device), "native_bf16_cpu": fmnist_amp.cpu_has_native_bf16(),
+                    "auto_resolves_to": fmnist_amp.resolve_amp("auto", gpus.target_kind(device)),
                     "order": list(modes), "wall_seconds": {}}
     results: dict[str, dict[str, dict]] = {}
 

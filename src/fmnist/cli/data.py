@@ -21,23 +21,23 @@ def add_parser(sub) -> None:
 
 
 def run_download(args) -> int:
-    from fmnist import data
+    from fmnist import fetch
 
     cfg = load_config(args.configfile)["data"]
     dest = Path(args.dest or Path(cfg["dir"]) / "raw")
-    data.check_cached(dest)
-    for name in data.FILES:
+    fetch.check_cached(dest)
+    for name in fetch.FILES:
         if not (dest / name).exists():
-            data.fetch(name, cfg["sources"], dest / name, timeout=cfg["timeout"])
+            fetch.fetch(name, cfg["sources"], dest / name, timeout=cfg["timeout"])
     return 0
 
 
 def run_prepare(args) -> int:
-    from fmnist import data
+    from fmnist import fetch
 
     cfg = load_config(args.configfile)["data"]
     raw = Path(cfg["dir"]) / "raw"
-    meta = data.prepare(raw, args.out or Path(cfg["dir"]) / "prepared" / "fashion_mnist.npz",
+    meta = fetch.prepare(raw, args.out or Path(cfg["dir"]) / "prepared" / "fashion_mnist.npz",
                         cfg["val_fraction"], cfg["split_seed"], cfg["train_limit"], cfg["test_limit"])
     print(json.dumps({k: v for k, v in meta.items() if k != "sha256"}))
     return 0

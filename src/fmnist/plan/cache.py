@@ -12,7 +12,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from fmnist import gpus as fmnist_gpus
+from fmnist import amp as fmnist_amp
 from fmnist.plan.labels import label_matches
 
 
@@ -127,7 +127,7 @@ def feature_figure_key(run: dict, label: str) -> str:
     kind = "cuda" if label.startswith("cuda") else "cpu"
     t = run["train"]
     what = {"arch": run["model"]["arch"], "args": run["model"]["args"],
-            "amp": fmnist_gpus.resolve_amp(t["amp"], kind), "channels_last": t["channels_last"]}
+            "amp": fmnist_amp.resolve_amp(t["amp"], kind), "channels_last": t["channels_last"]}
     return f"{label}|torch {_torch_version()}|features|{json.dumps(what, sort_keys=True, separators=(',', ':'))}"
 
 
