@@ -66,7 +66,8 @@ LOCK_ARGS ?=
 lock:
 	$(UV) pip compile pyproject.toml tools/build-requirements.in --extra dev --extra cluster \
 		--extra export --universal --python-version 3.11 --generate-hashes \
-		--custom-compile-command "make lock" -o $(LOCK) $(LOCK_ARGS)
+		--custom-compile-command "make lock" --quiet -o $(LOCK) $(LOCK_ARGS)
+	@echo "wrote $(LOCK) ($$(grep -c "^[a-z0-9]" $(LOCK)) packages)"
 	$(TOOL_PYTHON) tools/lockfile.py env
 
 # ---- Offline compute nodes (docs/cluster.md, "Compute nodes without internet") -------------------
