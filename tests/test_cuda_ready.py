@@ -2,8 +2,8 @@
 optimizers and a host-sync-free EMA.
 
 What a CPU can check runs everywhere: the history writer under a tensor lr, the config refusals, the
-betas a one-cycle schedule fills in place, the EMA's numbers. The rest is marked `gpu` and skipped
-without CUDA: `pytest -m gpu -p no:xdist tests/test_cuda_ready.py tests/test_train.py` on a lent GPU.
+betas a one-cycle schedule fills in place, the EMA's numbers. The rest is skipped without CUDA;
+docs/performance.md ("Left to measure") gives the one call a lent GPU runs and what it prints.
 """
 
 from __future__ import annotations
