@@ -176,3 +176,10 @@ def pytest_collection_modifyitems(config, items):
     """Files in LONGEST_FIRST order, the rest after them in their own order (the sort is stable)."""
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+@pytest.fixture(autouse=True)
+def private_gpu_locks(tmp_path_factory, monkeypatch):
+    """Each test's GPU locks in its own folder: the default one (/tmp/fmnist-gpu-locks) is shared by
+    every workflow on the machine, so tests side by side would wait on each other's slots."""
+    monkeypatch.setenv("FMNIST_GPU_LOCK_DIR", str(tmp_path_factory.mktemp("gpu-locks")))

@@ -161,7 +161,7 @@ def test_cuda_graph_off_cuda_is_a_config_error():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
-@pytest.mark.parametrize("recipe", [{}, {"optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+@pytest.mark.parametrize("recipe", [{}, {"optimizer": {"name": "adamw", "lr": 0.002, "weight_decay": 0.01},
                                          "scheduler": {"name": "onecycle"}}])
 def test_cuda_graph_matches_eager_on_the_same_seed(prepared_small, recipe):
     """Graphed steps (after the eager warm-up ones) give the losses and weights of eager steps, within

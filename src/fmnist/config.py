@@ -163,3 +163,31 @@ def canonical_json(obj: Any) -> str:
 def config_hash(obj: Any) -> str:
     """A short hash of `obj`'s canonical JSON (a run's resolved config: its resume state's identity)."""
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:12]
+
+
+GRAPH_OPTIMIZERS = ("adam", "adamw")
+"""Optimizers whose step a CUDA graph captures with the recipe intact: capturable, their lr and betas
+tensors that the schedules fill in place (one-cycle's momentum included, fmnist.recipes.Schedule)."""
+
+
+def cuda_graph_problem(train: dict) -> str:
+    """Why a run's `train` settings cannot train under `cuda_graph: true` as they train eagerly, with
+    the fix; "" when they can (or cuda_graph is off). The device is checked where the run trains.
+
+    - compile: reduce-overhead compile already graphs the model; the two do not stack.
+    - sgd: torch's SGD step reads a tensor lr on the host (`.item()`), which graph capture forbids,
+      and a schedule that cycles its momentum (one-cycle) writes a float the graph would freeze;
+      adagrad and rmsprop have no capturable step with a tensor lr.
+    """
+    if not train.get("cuda_graph"):
+        return ""
+    if train.get("compile"):
+        return "train.cuda_graph and train.compile are exclusive: set one of them false"
+    name = train["optimizer"]["name"]
+    if name not in GRAPH_OPTIMIZERS:
+        return (
+            f"train.cuda_graph: optimizer {name!r} cannot be captured in a CUDA graph with its recipe intact "
+            f"(its step reads the learning rate on the host, or a captured graph would freeze the momentum "
+            f"a schedule changes); use optimizer {' or '.join(GRAPH_OPTIMIZERS)}, or set cuda_graph: false"
+        )
+    return ""

@@ -9,7 +9,14 @@ from __future__ import annotations
 import difflib
 
 from fmnist import augment, models
-from fmnist.config import ConfigError, deep_merge, load_schema, subschema, validate
+from fmnist.config import (
+    ConfigError,
+    cuda_graph_problem,
+    deep_merge,
+    load_schema,
+    subschema,
+    validate,
+)
 
 
 def run_id(model: str, augmentation: str, setting: str, seed: int) -> str:
@@ -106,6 +113,9 @@ def resolve_run(config: dict, model: str, augmentation: str, setting: str, seed:
             f"run {rid}: the merged training settings (defaults <- model {model!r} <- augmentation "
             f"{augmentation!r} <- setting {setting!r}) are invalid:\n{exc}"
         ) from None
+    problem = cuda_graph_problem(train)
+    if problem:
+        raise ConfigError(f"run {rid}: {problem}")
     if train.get("dropout") is not None:
         if "dropout" not in model_block["args"]:
             raise ConfigError(

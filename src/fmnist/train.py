@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from fmnist import amp, augment, data, features, metrics, recipes, runfiles
-from fmnist.config import ConfigError, config_hash
+from fmnist.config import ConfigError, config_hash, cuda_graph_problem
 from fmnist.files import move_aside
 from fmnist.models import build_model
 from fmnist.runtime import (  # noqa: F401 - re-exported: the trainer's public names since before the split
@@ -150,6 +150,8 @@ class StepLoop:
             check_cuda_graph(cfg, device)
             graph_ready(optimizer, device)
         schedule = recipes.build_schedule(optimizer, cfg["scheduler"], cfg["epochs"], steps)
+        if cuda_graph and "betas" in optimizer.defaults:
+            schedule.keep_betas_in_tensors(optimizer)
         ema = recipes.build_ema(model, cfg["ema"])
         return cls(model, optimizer, schedule, ema, aug, normalize, loss_fn, use_bf16, device,
                    batch_size, steps, float(cfg["divergence_loss"]), compile_model=cfg["compile"],
@@ -209,35 +211,35 @@ class StepLoop:
         return loss_sum, correct, seen, ""
 
 
-GRAPH_OPTIMIZERS = ("adam", "adamw", "sgd")
-"""Optimizers whose step torch can capture (capturable=True, or no step count: plain SGD)."""
-
-
 def check_cuda_graph(cfg: dict, device: torch.device) -> None:
     """`cuda_graph: true` is a config error off CUDA (nothing to capture: the option would silently do
-    nothing there), with `compile` (reduce-overhead compile already graphs the model) and with an
-    optimizer torch cannot capture."""
+    nothing there), and for every recipe `config.cuda_graph_problem` refuses."""
+    problem = cuda_graph_problem(cfg)
+    if problem:
+        raise ConfigError(problem)
     if device.type != "cuda":
         raise ConfigError(
             f"train.cuda_graph: true needs a CUDA device, and this run trains on {device.type}: "
             "set cuda_graph: false (or train on a GPU)"
         )
-    if cfg["compile"]:
-        raise ConfigError("train.cuda_graph and train.compile are exclusive: set one of them false")
-    if cfg["optimizer"]["name"] not in GRAPH_OPTIMIZERS:
-        raise ConfigError(
-            f"train.cuda_graph: optimizer {cfg['optimizer']['name']!r} cannot be captured; use one of "
-            f"{', '.join(GRAPH_OPTIMIZERS)} or set cuda_graph: false"
-        )
 
 
 def graph_ready(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
-    """Make `optimizer` replayable from a CUDA graph: its step count and lr live on `device` (the
-    schedulers, built after this, fill the lr tensor in place instead of replacing it by a float)."""
+    """Make `optimizer` replayable from a CUDA graph: its step count, lr and Adam betas live on
+    `device` (the schedulers, built after this, fill the lr tensor in place instead of replacing it by
+    a float; `Schedule.keep_betas_in_tensors` does the same for betas). On CUDA the step is torch's
+    capturable multi-tensor one: the fused kernel takes beta1 as a float, which a one-cycle schedule
+    would freeze at its capture-time value."""
+    cuda = device.type == "cuda"
     for group in optimizer.param_groups:
         if "capturable" in group:
-            group["capturable"] = device.type == "cuda"
+            group["capturable"] = cuda
+        if "fused" in group:
+            group["fused"] = False
+            group["foreach"] = cuda  # off CUDA a tensor lr needs the single-tensor step
         group["lr"] = torch.tensor(float(group["lr"]), device=device)
+        if "betas" in group:
+            group["betas"] = tuple(torch.tensor(float(b), device=device) for b in group["betas"])
 
 
 class GraphedStep:
@@ -434,6 +436,13 @@ def save_progress(s: RunSetup, p: Progress, path: Path) -> None:
     )
 
 
+def history_row(epoch: int, **values) -> dict:
+    """One epoch's row of history.csv, each value a Python number whatever it came as: under
+    cuda_graph the lr is a GPU tensor, and a tensor's repr in the file (`tensor(0.0020,
+    device='cuda:0')`) is not a number any reader of the file can parse."""
+    return {"epoch": int(epoch), **{k: float(v) for k, v in values.items()}}
+
+
 def train_epoch(s: RunSetup, p: Progress, max_steps: int | None, log: Callable[[str], None]) -> bool:
     """Train epoch `p.epoch + 1`, evaluate it and apply the stop rule; False when the run diverged
     (recorded in `p`, the epoch not counted). The caller saves the progress."""
@@ -448,15 +457,9 @@ def train_epoch(s: RunSetup, p: Progress, max_steps: int | None, log: Callable[[
     val_loss, val_acc, _ = s.evaluate(s.val)
     seconds = time.perf_counter() - t0
     p.epoch, p.elapsed, p.images_seen = epoch, p.elapsed + seconds, p.images_seen + seen
-    row = {
-        "epoch": epoch,
-        "train_loss": float(loss_sum) / seen,
-        "train_accuracy": float(correct) / seen,
-        "val_loss": val_loss,
-        "val_accuracy": val_acc,
-        "lr": loop.optimizer.param_groups[0]["lr"],
-        "seconds": seconds,
-    }
+    row = history_row(epoch, train_loss=float(loss_sum) / seen, train_accuracy=float(correct) / seen,
+                      val_loss=val_loss, val_accuracy=val_acc, lr=loop.optimizer.param_groups[0]["lr"],
+                      seconds=seconds)
     p.history.append(row)
     loop.schedule.after_epoch(val_loss)
     score = rule.score(row)

@@ -15,7 +15,11 @@ redirect_output(snakemake.log[0])  # noqa: F821
 from fmnist import gpus  # noqa: E402
 
 # Before torch is imported: the job's GPU slots, and CUDA_VISIBLE_DEVICES set to their GPU.
-slot = gpus.place_job(snakemake.resources.get("gpu_slots", 0))  # noqa: F821
+slot = gpus.place_job(
+    snakemake.resources.get("gpu_slots", 0),  # noqa: F821
+    gpus=snakemake.resources.get("gpu", 0),  # noqa: F821 - a whole-GPU job (gpu_per_run, no nvidia-smi)
+    devices=snakemake.config.get("gpu_devices"),  # noqa: F821
+)
 
 from fmnist import train  # noqa: E402
 from fmnist.runline import result_line  # noqa: E402

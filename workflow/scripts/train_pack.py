@@ -18,7 +18,11 @@ from fmnist import gpus  # noqa: E402
 
 # Before any run starts: the pack's GPU slots, and CUDA_VISIBLE_DEVICES set to their GPU (inherited by
 # every run of the pack).
-slot = gpus.place_job(snakemake.resources.get("gpu_slots", 0))  # noqa: F821
+slot = gpus.place_job(
+    snakemake.resources.get("gpu_slots", 0),  # noqa: F821
+    gpus=snakemake.resources.get("gpu", 0),  # noqa: F821 - a whole-GPU job (gpu_per_run, no nvidia-smi)
+    devices=snakemake.config.get("gpu_devices"),  # noqa: F821
+)
 
 from fmnist import packs, runcache  # noqa: E402
 
