@@ -132,6 +132,13 @@ def train_code(wildcards):
     return STUDY.train_code[wildcards.run]
 
 
+def run_pack_input(wildcards):
+    """The train job's pack summary in pack mode (its run is trained there), else nothing."""
+    if wildcards.run in STUDY.run_pack:
+        return {"pack": STUDY.pack_output(STUDY.run_pack[wildcards.run])}
+    return {}
+
+
 def run_files(name):
     return expand(f"{RUN_DIR}/{name}", run=list(RUNS))
 

@@ -5,13 +5,6 @@
 # local GPUs, or config gpu_memory_mb), by the plan's GPU memory figures.
 
 
-def run_pack_input(wildcards):
-    """The train job's pack summary in pack mode (its run is trained there), else nothing."""
-    if wildcards.run in STUDY.run_pack:
-        return {"pack": STUDY.pack_output(STUDY.run_pack[wildcards.run])}
-    return {}
-
-
 if TRAIN_PACKS:
 
     # One job per pack: its runs side by side, each in its own process, on the job's GPU. Its runtime

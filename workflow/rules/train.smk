@@ -36,9 +36,10 @@ TRAIN_OUTPUTS = multiext(
 )
 
 
-# In pack mode (config pack_runs > 1) a train job does not train: its run's pack trained it side by side
-# with the pack's other runs (packs.smk), and the job, local, links the staged result into the run
-# folder (fmnist.packs). Its params stay the run's, so changing a run reruns its pack and then it.
+# In pack mode (config pack_runs > 1) a train job does not train: its run's pack trained it side by
+# side with the pack's other runs (train_pack, packs.smk), and the job, local, links the staged result
+# into the run folder (fmnist.packs). Its params stay the run's, so changing a run reruns its pack and
+# then it.
 if TRAIN_PACKS:
 
     localrules:
