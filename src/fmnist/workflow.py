@@ -1,8 +1,8 @@
 """What the workflow's rules read, computed from its config: the policy of workflow/rules/, without Snakemake.
 
-`workflow/rules/common.smk` hands `load` the config and what only Snakemake knows (where the
-workflow's own files are, whether jobs run locally, how many GPUs `--resources gpu=N` gives); the
-rules then read the `Study` it returns:
+`workflow/rules/common.smk` hands `resolve` the config (validated in place; the runs come back) and
+`jobs` what only Snakemake knows (whether jobs run locally, how many GPUs `--resources gpu=N` gives);
+the rules then read the `Study` that `jobs` returns:
 - the runs (`amp: auto` resolved for the jobs' device, shrunk in smoke mode) and the report's studies;
 - the feature sets head-only runs share (fmnist.features) and the code identities (fmnist.codeid);
 - GPU packing on local GPUs (fmnist.gpus): the `gpu_slots` resource the workflow registers, and the
