@@ -140,7 +140,7 @@ def test_a_study_prints_one_result_line_per_run_and_status_reports_it_done(tmp_p
     root = make_workflow(tmp_path / "wf", tiny_config(studies={"tiny": {"seeds": [0, 1]}}))
     # what the workflow calls while it is parsed (common.smk), added here to this copy of it
     with (root / "workflow" / "rules" / "common.smk").open("a") as fh:
-        fh.write("\n\nfrom fmnist.status import quiet_cache_messages\n\nquiet_cache_messages()\n")
+        fh.write("\n\nfrom fmnist.cachelog import quiet_cache_messages\n\nquiet_cache_messages()\n")
     proc = snakemake(root)
     out = proc.stdout + proc.stderr
     assert "to cache." not in out and "from cache." not in out  # the run cache is on (profiles/default)
@@ -168,7 +168,7 @@ def test_quiet_cache_messages_silences_snakemakes_cache_lines_only(tmp_path):
     (tmp_path / "Snakefile").write_text(f"""
 import sys
 sys.path.insert(0, {str(REPO / "src")!r})
-from fmnist.status import quiet_cache_messages
+from fmnist.cachelog import quiet_cache_messages
 if config.get("quiet"):
     quiet_cache_messages()
 rule out:

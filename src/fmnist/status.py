@@ -24,7 +24,6 @@ What we chose where nothing tells us:
 from __future__ import annotations
 
 import json
-import logging
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -38,23 +37,6 @@ RESUMED = re.compile(r"\bresuming after epoch (\d+)\b")
 ENDED = re.compile(r"\] (ok|diverged|not_learned): test accuracy ")
 FAILURE = re.compile(r"^(Traceback \(most recent call last\)|fmnist: |[A-Za-z_.]*(Error|Exception): )")
 RECENT_EPOCHS = 5
-
-
-CACHE_MESSAGES = ("Moving output file ", "Symlinking output file ")
-"""What Snakemake's between-workflow cache logs per output file (8 lines per training job)."""
-
-
-class _CacheChatter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(CACHE_MESSAGES)
-
-
-def quiet_cache_messages() -> None:
-    """Drop Snakemake's per-file run-cache messages from its log (terminal and log file); called from
-    the workflow while it is parsed. Errors of the cache are logged otherwise and still show."""
-    log = logging.getLogger("snakemake.logging")
-    if not any(isinstance(f, _CacheChatter) for f in log.filters):
-        log.addFilter(_CacheChatter())
 
 
 @dataclass
