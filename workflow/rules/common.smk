@@ -220,8 +220,7 @@ def pack_budget():
     if GPU_PACKING is not None:
         return {r: run_gpu_slots(r) for r in RUNS}, GPU_PACKING.slots
     if config["gpu_memory_mb"] and job_gpus():
-        context = fmnist_gpus.CUDA_CONTEXT_MB
-        need = {r: fmnist_plan.gpu_mem_mb(RUNS[r], config, COST_CACHE) + context for r in RUNS}
+        need = {r: fmnist_plan.gpu_need_mb(RUNS[r], config, COST_CACHE) for r in RUNS}
         return need, config["gpu_memory_mb"]
     return None, None
 
