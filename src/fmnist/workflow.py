@@ -209,8 +209,7 @@ class Study:
         if self.packing is not None:
             return {r: self.train_gpu_slots(r) for r in self.runs}, self.packing.slots
         if self.config["gpu_memory_mb"] and self.job_gpus():
-            context = gpus.CUDA_CONTEXT_MB
-            need = {r: plan.gpu_mem_mb(run, self.config, self.cost_cache) + context for r, run in self.runs.items()}
+            need = {r: plan.gpu_need_mb(run, self.config, self.cost_cache) for r, run in self.runs.items()}
             return need, self.config["gpu_memory_mb"]
         return None, None
 

@@ -115,5 +115,14 @@ def gpu_mem_mb(run: dict, config: dict, cache: dict | None = None) -> float:
     return GPU_DATA_MB + model_mb * SAFETY
 
 
+def gpu_need_mb(run: dict, config: dict, cache: dict | None = None) -> float:
+    """What a training job takes of one GPU's memory (MB): its planned memory (`gpu_mem_mb`) and the
+    CUDA context its process pays (fmnist.gpus.CUDA_CONTEXT_MB). A pack holds one process per run, so
+    its runs' needs add up to what the pack takes of its GPU."""
+    from fmnist import gpus as fmnist_gpus
+
+    return gpu_mem_mb(run, config, cache) + fmnist_gpus.CUDA_CONTEXT_MB
+
+
 # ---------------------------------------------------------------------------------------------
 # wall-clock hours on a machine: G GPUs packed with jobs, or C cores
