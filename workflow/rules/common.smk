@@ -312,10 +312,7 @@ def feature_resources(name):
 
 def run_features_path(run_id):
     """The cached features file a run trains its head on, or None."""
-    run = RUNS[run_id]
-    if config["feature_cache"] and fmnist_features.cacheable(run):
-        return f"{fmnist_features.FEATURE_DIR}/{fmnist_features.feature_key(run)}.pt"
-    return None
+    return fmnist_features.run_features_file(RUNS[run_id], config["feature_cache"])
 
 
 def run_features(wildcards):
