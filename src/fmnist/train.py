@@ -358,7 +358,7 @@ class Progress:
     images_seen: int = 0
     status: str = "ok"
     reason: str = ""
-    sittings: list[dict] = field(default_factory=list)
+    segments: list[dict] = field(default_factory=list)
     """One {"start", "end"} (UTC, ISO 8601) per process that trained the run: a resumed run has
     several, and the gaps between them are its pauses (metrics.json `provenance`)."""
 
@@ -397,12 +397,12 @@ def machine() -> str:
 
 
 def provenance(p: Progress, finished: str) -> dict:
-    """When and where the run trained, from its sittings: start, end, the pauses between sittings."""
-    sittings = [dict(x) for x in p.sittings] or [{"start": None, "end": finished}]
-    sittings[-1]["end"] = finished
-    pauses = [{"from": a.get("end"), "to": b.get("start")} for a, b in zip(sittings, sittings[1:], strict=False)]
-    return {"commit": source_commit(), "machine": machine(), "started": sittings[0].get("start"), "finished": finished,
-            "sittings": sittings, "pauses": pauses,
+    """When and where the run trained, from its segments: start, end, the pauses between segments."""
+    segments = [dict(x) for x in p.segments] or [{"start": None, "end": finished}]
+    segments[-1]["end"] = finished
+    pauses = [{"from": a.get("end"), "to": b.get("start")} for a, b in zip(segments, segments[1:], strict=False)]
+    return {"commit": source_commit(), "machine": machine(), "started": segments[0].get("start"), "finished": finished,
+            "segments": segments, "pauses": pauses,
             "note": "pauses are the gaps between the processes that trained the run (stopped and resumed); "
                     "a process suspended in place (SIGSTOP) is not seen"}
 
@@ -492,7 +492,7 @@ def restore_progress(s: RunSetup, resume_path: Path, log: Callable[[str], None])
     log(f"resuming after epoch {state['epoch']} from {resume_path}")
     return Progress(epoch=state["epoch"], history=state["history"], best=state["best"],
                     bad_epochs=state["bad_epochs"], elapsed=state["elapsed"], images_seen=state["images_seen"],
-                    sittings=list(state.get("sittings") or []))
+                    segments=list(state.get("segments") or []))
 
 
 def save_progress(s: RunSetup, p: Progress, path: Path) -> None:
@@ -504,8 +504,8 @@ def save_progress(s: RunSetup, p: Progress, path: Path) -> None:
             "ema": loop.ema.state_dict() if loop.ema is not None else None, "history": p.history,
             "best": p.best, "bad_epochs": p.bad_epochs, "elapsed": p.elapsed,
             "images_seen": p.images_seen, "rng": _rng_state(s.dev),
-            "sittings": [{**x, "end": x.get("end") or utc_now()} if i == len(p.sittings) - 1 else x
-                         for i, x in enumerate(p.sittings)],
+            "segments": [{**x, "end": x.get("end") or utc_now()} if i == len(p.segments) - 1 else x
+                         for i, x in enumerate(p.segments)],
         },
         path,
     )
@@ -673,7 +673,7 @@ def train_run(
     s = setup_run(run, data_path, device=device, threads=threads, features_path=features_path)
     resume_path = out_dir / RESUME_FILE
     p = restore_progress(s, resume_path, say) if resume else Progress()
-    p.sittings.append({"start": utc_now(), "end": None})
+    p.segments.append({"start": utc_now(), "end": None})
     cfg, loop, rule = run["train"], s.loop, s.rule
     say(
         f"device {s.dev} ({device_name(s.dev)}), {s.n_params:,} parameters, "
