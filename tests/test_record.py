@@ -357,6 +357,9 @@ def independent_problems(rec: Path) -> list[str]:
             "mean": close(number(row["reproduced mean"]), want["mean"], digits),
             "interval": close(number(shown_low), want["low"], digits) and close(number(shown_high), want["high"], digits),
             "verdict": row["verdict"] == want["verdict"],
+            # the interval's half-width beside it, then the seeds that would halve it
+            "half-width": close(number(row["half-width (seeds to halve it)"].split(" (")[0]),
+                                (want["high"] - want["low"]) / 2, digits),
         }
         # the full-precision table the headline is made from
         exact = table[(table["experiment"] == entry["experiment"]) & (table["metric"] == entry["metric"])

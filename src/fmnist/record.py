@@ -39,7 +39,7 @@ RUN_FILES = ("metrics.json", "history.csv", "confusion.csv")
 MANIFEST = "SHA256SUMS"
 EDITED = f"its SHA-256 is not the one in {MANIFEST} (edited after export)"
 HEADLINE_COLUMNS = ["report", "figure", "metric", "published", "seeds", "reproduced mean",
-                    "95% prediction interval", "verdict"]
+                    "95% prediction interval", "verdict", "half-width (seeds to halve it)"]
 
 
 def finished_runs(results_dir: Path, run_ids: list[str]) -> list[str]:
@@ -191,8 +191,19 @@ def headline(published: pd.DataFrame, experiments_covered: set[str]) -> pd.DataF
                 if r.kind == "score" and not _nan(r.reproduced_pi95_low) else ""
             ),
             "verdict": r.verdict,
+            "half-width (seeds to halve it)": _halving(r, unit),
         })
     return pd.DataFrame(rows, columns=HEADLINE_COLUMNS)
+
+
+def _halving(r, digits: int) -> str:
+    """A score's prediction-interval half-width and the seeds that would halve it ("none do": the
+    runs' own spread sets its floor); blank where the row has no interval."""
+    half = getattr(r, "pi95_half_width", math.nan)
+    if r.kind != "score" or _nan(half):
+        return ""
+    seeds = getattr(r, "seeds_to_halve", None)
+    return f"{_fmt(half, digits)} ({'none do' if _nan(seeds) else int(seeds)})"
 
 
 def headline_markdown(published: pd.DataFrame, experiments_covered: set[str]) -> str:
