@@ -139,9 +139,9 @@ def test_compare_published_units_metrics_and_verdicts():
     assert t.loc["pi-only", "published"] > t.loc["pi-only", "reproduced_ci95_high"]
     assert t.loc["pi-only", "verdict"] == "consistent"
     assert t.loc["above", "verdict"] == "published better" and t.loc["above", "difference"] == pytest.approx(-5.5)
-    assert t.loc["above", "reading"] == "above our 95% prediction interval"
+    assert t.loc["above", "reading"].startswith("above our 95% prediction interval; 95% prediction interval +-4.97 (3 seeds")
     assert t.loc["below", "verdict"] == "published worse"
-    assert t.loc["below", "reading"] == "below our 95% prediction interval"
+    assert t.loc["below", "reading"].startswith("below our 95% prediction interval;")
     assert t.loc["val", "reproduced_mean"] == pytest.approx(93.0)  # best validation accuracy, not test
     assert t.loc["val", "verdict"] == "consistent"
     assert t.loc["fig", "verdict"] == "figure only" and math.isnan(t.loc["fig", "difference"])
@@ -166,10 +166,11 @@ def test_published_losses_counts_and_few_seeds():
     t = compare.compare_published(published, runs).set_index("label")
     # a published loss above our interval is a worse run, below it a better one
     assert t.loc["loss-high", "verdict"] == "published worse"
-    assert t.loc["loss-high", "reading"] == "above our 95% prediction interval"
+    assert t.loc["loss-high", "reading"].startswith("above our 95% prediction interval")
     assert t.loc["loss-low", "verdict"] == "published better"
-    assert t.loc["loss-low", "reading"] == "below our 95% prediction interval"
-    assert t.loc["loss-ok", "verdict"] == "consistent" and t.loc["loss-ok", "reading"] == ""
+    assert t.loc["loss-low", "reading"].startswith("below our 95% prediction interval")
+    assert t.loc["loss-ok", "verdict"] == "consistent"
+    assert t.loc["loss-ok", "reading"].startswith("95% prediction interval +-")  # what the interval can tell
     # zero spread over seeds: a count is compared exactly, never by an interval
     assert t.loc["rounded", "kind"] == "count" and t.loc["rounded", "verdict"] == "matches"
     assert t.loc["rounded", "relative_difference"] == pytest.approx(962 / 173_000)
@@ -195,9 +196,10 @@ def test_validation_figures_count_both_splits_noise():
          "split_size": 12_000},
     ]
     t = compare.compare_published(published, runs).set_index("label")
-    theirs = math.sqrt(0.908 * 0.092 / 12_000) * 100  # 0.264 points
-    ours = math.sqrt(0.9021 * 0.0979 / 6_000) * 100  # 0.384 points
-    assert t.loc["val", "split_sd"] == pytest.approx(math.hypot(theirs, ours), rel=1e-3)
+    # per image p(1-p) at our mean, over both splits, less twice the per-image part our seeds show
+    # (their variance, 0.02^2 points^2, all of it per-image noise at most): docs/fidelity.md
+    v = 0.9021 * 0.0979 * 100**2
+    assert t.loc["val", "split_sd"] == pytest.approx(math.sqrt(v / 12_000 + v / 6_000 - 2 * 0.02**2), rel=1e-3)
     assert t.loc["test", "split_sd"] == 0
     assert t.loc["test", "verdict"] == "published better"
     assert t.loc["val", "verdict"] == "consistent"
@@ -210,11 +212,26 @@ def test_validation_figures_count_both_splits_noise():
     assert t.loc["far", "verdict"] == "published better"  # wider, not unbounded
     # a report that gives no split size: ours (6,000) assumed, and the reading says so
     assert "ours assumed" in t.loc["unsized", "reading"]
-    assert t.loc["unsized", "split_sd"] == pytest.approx(math.hypot(math.sqrt(0.908 * 0.092 / 6_000) * 100, ours), rel=1e-3)
-    # a loss: LOSS_SD_RATIO x the loss per image, over sqrt(n)
-    expected = math.hypot(stats.LOSS_SD_RATIO * 0.252 / math.sqrt(12_000), stats.LOSS_SD_RATIO * 0.263 / math.sqrt(6_000))
+    assert t.loc["unsized", "split_sd"] == pytest.approx(math.sqrt(2 * v / 6_000 - 2 * 0.02**2), rel=1e-3)
+    # a loss of runs without a recorded per-image spread: the LOSS_SD_RATIO fallback, labelled
+    lv = (stats.LOSS_SD_RATIO * 0.263) ** 2
+    expected = math.sqrt(lv / 12_000 + lv / 6_000 - 2 * 0.001**2)
     assert t.loc["loss", "split_sd"] == pytest.approx(expected, rel=1e-3)
     assert t.loc["loss", "verdict"] == "consistent"
+    assert "fallback" in t.loc["loss", "reading"]
+
+
+def test_a_loss_split_term_uses_the_runs_recorded_per_image_spread():
+    """Runs that record their per-image validation loss spread replace the 2.6 constant: the ratio
+    spread / loss they measured, times our mean loss, is the per-image sd."""
+    runs = runs_of([metric(f"m.none.d.s{i}", 0.9, best_val_loss=loss, val_loss_tested=0.25,
+                           val_loss_image_std=0.5) for i, loss in enumerate([0.262, 0.263, 0.264])])
+    published = [{"source": "D", "experiment": "m.none.d", "label": "loss", "metric": "val_loss", "value": 0.252,
+                  "split_size": 12_000}]
+    t = compare.compare_published(published, runs).set_index("label")
+    lv = (2.0 * 0.263) ** 2  # ratio 0.5 / 0.25 = 2, not 2.6
+    assert t.loc["loss", "split_sd"] == pytest.approx(math.sqrt(lv / 12_000 + lv / 6_000 - 2 * 0.001**2), rel=1e-3)
+    assert "fallback" not in t.loc["loss", "reading"] and "2.00 x the loss" in t.loc["loss", "reading"]
 
 
 def test_metric_kinds_default_and_checks(monkeypatch):

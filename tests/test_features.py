@@ -13,9 +13,10 @@ from fmnist import config, experiments, features, runtime, train
 from fmnist.errors import DamagedFileError
 
 
-def small_transfer_run(arch="mobilenet_v3_small", augmentation="none", **train_overrides):
+def small_transfer_run(arch="mobilenet_v3_small", augmentation="none", model_args=None, **train_overrides):
     cfg = tiny_config(
-        models={"m": {"arch": arch, "args": {"trainable": "head", "pretrained": False, "image_size": 32}}},
+        models={"m": {"arch": arch, "args": {"trainable": "head", "pretrained": False, "image_size": 32,
+                                             **(model_args or {})}}},
         defaults={"epochs": 2, "batch_size": 32, "early_stopping": {"enabled": False}, **train_overrides},
     )
     cfg["studies"] = {"s": {"models": ["m"], "augmentations": [augmentation], "seeds": [3]}}
@@ -117,6 +118,9 @@ def test_what_the_cache_applies_to():
     assert features.cacheable(small_transfer_run())
     assert not features.cacheable(small_transfer_run(augmentation="flip"))  # changes the backbone input
     assert not features.cacheable(small_transfer_run(ema={"enabled": True}))
+    # frozen BatchNorm layers that follow model.train() normalise each batch by its own statistics
+    assert not features.cacheable(small_transfer_run(model_args={"frozen_norms": "train"}))
+    assert features.cacheable(small_transfer_run(model_args={"frozen_norms": "eval"}))
     # batch size, optimizer and seed are the head's business: same feature set
     a = small_transfer_run(batch_size=8)
     b = small_transfer_run(batch_size=128, optimizer={"name": "sgd", "lr": 0.01})
@@ -171,3 +175,59 @@ def test_plan_costs_one_feature_pass_per_set_and_the_heads(monkeypatch, tmp_path
     assert on["total_hours"] * 3600 == pytest.approx(images / 300.0 + heads)
     assert len(on["feature_sets"]) == 1
     assert off["total_hours"] * 3600 == pytest.approx(2 * (3600 / 50.0 + 1400 / 150.0))
+
+
+def test_frozen_norms_train_trains_the_same_with_the_cache_on_or_off(prepared_small, tmp_path):
+    """A head-only run whose frozen BatchNorm layers follow model.train() (`frozen_norms: train`, report
+    A's and C's head runs) gets no feature file with the cache on (the workflow's own choice,
+    `features.run_features_file`), so it trains exactly as with the cache off; features computed in
+    eval mode would train another model (the eval-mode run's numbers differ), and handing them to it
+    is refused by name. One epoch on a slice."""
+    torch.set_num_threads(1)
+    run = small_transfer_run(model_args={"frozen_norms": "train"}, epochs=1, train_fraction=0.5)
+    results = {}
+    for cache in (True, False):
+        path = features.run_features_file(run, feature_cache=cache)
+        if path is not None:  # as the workflow's features job would: compute the set's file first
+            path = tmp_path / path
+            features.compute(features.feature_spec(run), prepared_small, path, device="cpu", log=lambda _m: None)
+        results[cache] = train.train_run(run, prepared_small, tmp_path / f"cache_{cache}", device="cpu",
+                                         log=lambda _m: None, features_path=path)
+    on, off = results[True], results[False]
+    assert not on["cached_features"] and not off["cached_features"]
+    for key in ("test_accuracy", "test_loss", "best_val_loss", "best_val_accuracy"):
+        assert on[key] == off[key], key
+    # the setting matters: the same run with eval-mode frozen norms (what cached features compute) differs
+    evaluated = small_transfer_run(model_args={"frozen_norms": "eval"}, epochs=1, train_fraction=0.5)
+    other = train.train_run(evaluated, prepared_small, tmp_path / "eval", device="cpu", log=lambda _m: None)
+    assert (other["test_loss"], other["best_val_loss"]) != (off["test_loss"], off["best_val_loss"])
+    feats = tmp_path / "eval_features.pt"
+    features.compute(features.feature_spec(evaluated), prepared_small, feats, device="cpu", log=lambda _m: None)
+    with pytest.raises(ValueError, match="frozen_norms: train"):
+        train.train_run(run, prepared_small, tmp_path / "refused", device="cpu", log=lambda _m: None,
+                        features_path=feats)
+
+
+def test_plan_costs_a_frozen_norms_train_head_run_as_a_whole_network(monkeypatch, tmp_path):
+    """`fmnist plan` with the cache on shows such a run's true cost: no feature set, the whole
+    network's throughput for every epoch, as with the cache off."""
+    from fmnist import plan
+
+    monkeypatch.setenv("FMNIST_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = tiny_config(
+        models={"m": {"arch": "mobilenet_v3_small", "args": {"trainable": "head", "pretrained": False,
+                                                            "frozen_norms": "train"}}},
+        settings={"bs16": {"batch_size": 16}},
+    )
+    cfg["studies"] = {"s": {"models": ["m"], "settings": ["bs16"]}}
+    config.validate(cfg)
+    runs = list(experiments.expand(cfg)[0].values())
+    label = plan.device_label("cpu", 1)
+    cache = {plan.throughput_key(r, label, fast): {"train_images_per_s": 50.0, "params": 1,
+                                                   "activation_bytes_per_image": 1}
+             for r in runs for fast in (True, False)}
+    cache[plan.feature_figure_key(runs[0], label)] = {"feature_images_per_s": 300.0}
+    plan.save_cache(cache)
+    on = plan.plan(cfg, fast=True)
+    assert on["feature_sets"] == {} or len(on["feature_sets"]) == 0
+    assert on["total_hours"] * 3600 == pytest.approx(len(runs) * (3600 / 50.0 + 1400 / 150.0))

@@ -12,7 +12,7 @@ import torch
 from fmnist import augment, experiments, train
 from fmnist import config as fconfig
 
-TIMING_KEYS = {"train_seconds", "images_per_second", "peak_memory_mb", "device_name"}
+TIMING_KEYS = {"train_seconds", "images_per_second", "peak_memory_mb", "device_name", "provenance"}
 
 
 def tiny_run(setting: dict | None = None, aug: str = "none", augmentations: dict | None = None,

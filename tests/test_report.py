@@ -22,7 +22,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = REPO / "test-artifacts"
 pytestmark = pytest.mark.slow  # draws ~40 real figures (and imports torch for the gallery)
 
-SECTIONS = ["overview", "leaderboard", "published", "effects", "tradeoffs", "runs", "dataset", "environment"]
+SECTIONS = ["overview", "leaderboard", "published", "findings", "effects", "tradeoffs", "runs", "dataset", "environment"]
 
 
 def _write_run(run_dir: Path, m: dict, with_files: bool) -> Path:
@@ -75,8 +75,16 @@ def study(tmp_path_factory, prepared_small) -> dict:
          "metric": "test_accuracy", "value": 86.34, "epochs": 100, "note": ""},
     ]
     sweeps = [{"name": "batch", "study": "batch", "x": "batch_size", "title": "", "log_x": None}]
+    claims = [
+        {"source": "B", "a": "cnn.mixup.default", "b": "cnn.none.default", "metric": "test_accuracy",
+         "published": 1.5, "expect": "higher", "claim": "MixUp improves the CNN", "note": ""},
+        {"source": "B", "a": "cnn.none.default", "b": "vgg12.none.default", "metric": "test_accuracy",
+         "published": None, "expect": "higher", "claim": HOSTILE, "note": ""},
+        {"source": "E", "a": "vit.none.e_base", "b": "vgg12.none.default", "metric": "test_accuracy",
+         "published": 76.34, "expect": "higher", "claim": "the ViT learns", "note": ""},
+    ]
     aggregate.write_all(paths, studies, root / "runs.csv", root / "experiments.csv", tables,
-                        published=published, sweeps=sweeps)
+                        published=published, sweeps=sweeps, claims=claims)
     plots.effects(tables / "effects.csv", figures / "effects.png")
     plots.pareto(root / "experiments.csv", figures / "pareto.png")
     plots.sweep(tables / "sweep_batch.csv", figures / "sweep_batch.png", title="batch size")
@@ -112,6 +120,13 @@ def test_sections_and_content(study):
     assert "95% prediction interval" in html and 'id="verdict-help"' in html
     assert "lies inside our 95% prediction interval" in html
     assert "This table holds <b>1 comparison</b>" in html  # one augmentation effect in the family
+    # the reports' findings: one row per claim, its verdict explained, a claim not run folded away
+    findings = html.split('<section id="findings">')[1].split("</section>")[0]
+    assert "MixUp improves the CNN" in findings and "cnn.mixup.default − cnn.none.default" in findings
+    # the MixUp claim and the CNN beating VGG12 (in words only), each in its row's verdict cell
+    assert findings.count('<td class="verdict"><span class="badge v-confirmed">confirmed') == 2
+    assert "1 claim of this report not run" in findings and "the ViT learns" in findings
+    assert 'id="finding-help"' in findings and "seeds would halve it" in findings
 
 
 def _chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess:

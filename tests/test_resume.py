@@ -19,8 +19,9 @@ from conftest import REPO, SNAKEMAKE, make_workflow, snakemake, tiny_config
 from fmnist import config as fconfig
 from fmnist import experiments, runfiles, train
 
-# Fields of metrics.json that measure the machine, not the model: they may differ between runs.
-TIMING_FIELDS = {"train_seconds", "images_per_second", "peak_memory_mb"}
+# Fields of metrics.json that measure the machine and the clock, not the model: they may differ
+# between runs (`provenance`: when, where and in how many segments the run trained).
+TIMING_FIELDS = {"train_seconds", "images_per_second", "peak_memory_mb", "provenance"}
 RUN_ID = "standard_cnn.none.default.s0"
 
 
@@ -73,6 +74,15 @@ def test_train_run_resumes_to_identical_numbers(tmp_path, prepared_small, recipe
     a = torch.load(tmp_path / "whole" / "model.pt")
     b = torch.load(tmp_path / "split" / "model.pt")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # provenance: the stopped and resumed run trained in two segments, with the pause between them
+    whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())["provenance"]
+    split = json.loads((tmp_path / "split" / "metrics.json").read_text())["provenance"]
+    assert len(whole["segments"]) == 1 and whole["pauses"] == []
+    assert len(split["segments"]) == 2 and len(split["pauses"]) == 1
+    first, second = split["segments"]
+    assert split["started"] == first["start"] <= first["end"] == split["pauses"][0]["from"]
+    assert split["pauses"][0]["to"] == second["start"] <= second["end"] == split["finished"]
+    assert split["machine"] and "cores" in split["machine"]
 
 
 def test_run_killed_after_its_early_stop_resumes_to_the_same_numbers(tmp_path, prepared_small):

@@ -22,7 +22,7 @@ RUN_COLUMNS = [
     "status_reason", "test_accuracy", "test_loss", "precision_macro", "recall_macro", "f1_macro",
     "best_val_accuracy", "best_val_loss", "best_epoch", "epochs_run", "epochs_max", "params",
     "trainable_params", "train_seconds", "images_per_second", "peak_memory_mb", "device",
-    "device_name", "n_train", "config_hash", "seconds_per_epoch",
+    "device_name", "n_train", "config_hash", "seconds_per_epoch", "val_loss_tested", "val_loss_image_std",
 ]
 
 
@@ -109,9 +109,11 @@ def write_table(df: pd.DataFrame, tables_dir: Path, name: str) -> None:
 
 def write_all(metric_paths: Iterable[Path | str], studies: dict[str, list[str]], runs_csv: Path | str,
               experiments_csv: Path | str, tables_dir: Path | str, published: list[dict] | None = None,
-              sweeps: list[dict] | None = None, baseline: str = "none") -> dict[str, pd.DataFrame]:
+              sweeps: list[dict] | None = None, baseline: str = "none",
+              claims: list[dict] | None = None) -> dict[str, pd.DataFrame]:
     """runs.csv, experiments.csv and results/tables/*.csv|md: leaderboard, published, effects,
-    one table per study and per sweep."""
+    findings (the reports' claims judged, `claims` from fmnist.published.load_effects), one table per
+    study and per sweep."""
     metrics = load_metrics(metric_paths)
     runs = runs_table(metrics)
     exps = experiments_table(runs)
@@ -123,7 +125,8 @@ def write_all(metric_paths: Iterable[Path | str], studies: dict[str, list[str]],
     out["leaderboard"] = compare.leaderboard(exps, runs)
     out["published"] = compare.compare_published(published or [], runs)
     out["effects"] = compare.augmentation_effects(runs, baseline)
-    for name in ("leaderboard", "published", "effects"):
+    out["findings"] = compare.compare_effects(claims or [], runs)
+    for name in ("leaderboard", "published", "effects", "findings"):
         write_table(out[name], tables_dir, name)
     for study, table in study_tables(exps, runs, studies).items():
         out[f"study_{study}"] = table

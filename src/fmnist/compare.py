@@ -26,6 +26,7 @@ from fmnist.published import (  # noqa: F401 (re-exported: fmnist.compare is the
     SPLIT_NOISE,
     Metric,
     check_report_config,
+    load_effects,
     load_published,
     metric_spec,
 )
@@ -37,9 +38,10 @@ round (173,000 for 173,962) and may count a bias or a normalisation layer differ
 
 VERDICT_NOTE = (
     "A validation figure (val_accuracy, val_loss) was measured on the report's own split, ours on "
-    "the shared one: the interval adds both splits' sampling noise (accuracy: sqrt(p(1-p)/n); "
-    f"loss: {stats.LOSS_SD_RATIO:g} x the loss / sqrt(n)), which our seeds never see. A test figure "
-    "needs no such term: both sides are measured on the same 10,000 test images."
+    "the shared one: the interval adds the sampling noise of both splits beyond what our seeds "
+    "already show (per image: p(1-p) for an accuracy, the runs' recorded per-image loss spread for a "
+    "loss; docs/fidelity.md, \"The split term\"). A test figure needs no such term: both sides are "
+    "measured on the same 10,000 test images."
 )
 """Why a validation figure's interval is wider than a test figure's (part of the `consistent` help)."""
 
@@ -105,7 +107,7 @@ def verdict_count(value: float | None, ours: float) -> tuple[str, float]:
     return f"differs by {100 * relative:+.1f}%", relative
 
 
-def reading(verdict: str, better: str, split: str = "", epochs: str = "") -> str:
+def reading(verdict: str, better: str, split: str = "", epochs: str = "", power: str = "") -> str:
     """Where the published run lies (above or below our interval, which flips meaning between an
     accuracy and a loss), what the interval counts besides our seeds (`split`), and the best epochs
     side by side (`epochs`)."""
@@ -113,7 +115,7 @@ def reading(verdict: str, better: str, split: str = "", epochs: str = "") -> str
     if verdict in ("published better", "published worse"):
         above = (verdict == "published better") == (better == "higher")
         parts.append(f"{'above' if above else 'below'} our 95% prediction interval")
-    parts += [p for p in (split, epochs) if p]
+    parts += [p for p in (power, split, epochs) if p]
     return "; ".join(parts)
 
 
@@ -131,23 +133,59 @@ def _epochs_words(published_best: int | None, group: pd.DataFrame | None, publis
     return "; ".join(parts)
 
 
-def split_term(e: dict, spec: Metric, group: pd.DataFrame, our_mean: float) -> tuple[float, str]:
-    """The sampling noise (sd, in the published unit) that a published validation figure and ours
-    carry and our seeds do not: their split's and ours, independent; with a sentence that says so.
+def split_term(e: dict, spec: Metric, group: pd.DataFrame, our_mean: float, seed_sd: float = math.nan
+               ) -> tuple[float, str]:
+    """The sampling noise (sd, in the published unit) that a published validation figure adds to
+    our prediction interval beyond what our seeds show (`stats.split_term_sd`: both splits' noise,
+    less the per-image part our seed spread already holds); with a sentence that says so.
     (0, "") for a figure on the shared test set. A report that gives no split size is assumed to
-    have split as we did (`OUR_VAL_SIZE`), and the sentence says it was assumed."""
-    if spec.split_noise is None or _missing(e["value"]):
+    have split as we did (`OUR_VAL_SIZE`), and the sentence says it was assumed. A loss uses the
+    runs' recorded per-image loss spread (`val_loss_image_std`, as a ratio to the loss it was
+    measured at, times our mean loss); runs that predate it fall back to `stats.LOSS_SD_RATIO`, and
+    the sentence says so."""
+    if spec.split_noise is None or _missing(e["value"]) or _missing(our_mean):
         return 0.0, ""
     ours = OUR_VAL_SIZE
     if "n_val" in group and group["n_val"].notna().any():
         ours = int(group["n_val"].dropna().iloc[0])
     theirs = e.get("split_size") or ours
     given = "" if e.get("split_size") else " (size not given: ours assumed)"
-    sd_theirs = stats.split_sd(float(e["value"]), theirs, spec.split_noise, spec.factor)
-    sd_ours = stats.split_sd(our_mean, ours, spec.split_noise, spec.factor) if not _missing(our_mean) else 0.0
-    sd = math.hypot(sd_theirs, sd_ours)
-    return sd, (f"interval counts the noise of its {theirs:,}-image split{given} and of our {ours:,}: "
-                f"sd {sd:.3g}")
+    image_sd, source = None, ""
+    if spec.split_noise == "loss":
+        ratio = image_loss_ratio(group)
+        if _missing(ratio):
+            source = f"; per-image loss sd {stats.LOSS_SD_RATIO:g} x the loss (fallback: runs without val_loss_image_std)"
+        else:
+            image_sd = ratio * our_mean
+            source = f"; per-image loss sd {image_sd:.3g} (the runs' own, {ratio:.2f} x the loss)"
+    variance = stats.image_var(our_mean, spec.split_noise, spec.factor, image_sd)
+    sd = stats.split_term_sd(variance, theirs, ours, seed_sd)
+    return sd, (f"interval counts the noise of its {theirs:,}-image split{given} and of our {ours:,} beyond "
+                f"our seeds' spread: sd {sd:.3g}{source}")
+
+
+def image_loss_ratio(group: pd.DataFrame) -> float:
+    """Mean over the runs of their per-image validation loss sd over the validation loss it was
+    measured at (`val_loss_image_std` / `val_loss_tested`); NaN when no run recorded it."""
+    if "val_loss_image_std" not in group or "val_loss_tested" not in group:
+        return math.nan
+    ratios = pd.to_numeric(group["val_loss_image_std"], errors="coerce") / pd.to_numeric(
+        group["val_loss_tested"], errors="coerce")
+    ratios = ratios[ratios.notna() & (ratios > 0) & ratios.apply(math.isfinite)]
+    return float(ratios.mean()) if len(ratios) else math.nan
+
+
+def power_words(kind: str, half: float, to_halve: int | None, n: int, gap: float | None = None) -> str:
+    """What an interval can tell: its half-width, the seeds that would halve it, and, where the gap
+    in question is smaller than the half-width, that this test cannot tell such a gap from noise."""
+    if _missing(half):
+        return ""
+    halve = (f"{to_halve} seeds would halve it" if to_halve else
+             "no number of seeds halves it (the runs' own spread sets its floor)")
+    words = f"{kind} +-{half:.3g} ({n} seeds; {halve})"
+    if gap is not None and not _missing(gap) and abs(gap) < half:
+        words += f"; no power to tell a gap of {abs(gap):.3g} from noise"
+    return words
 
 
 def compare_published(published: list[dict], runs: pd.DataFrame) -> pd.DataFrame:
@@ -160,12 +198,16 @@ def compare_published(published: list[dict], runs: pd.DataFrame) -> pd.DataFrame
         values = group[spec.column] if spec.column in group else pd.Series(dtype=float)
         summary = _stats(values, spec.factor)
         value = e["value"]
-        split_sd, split_words = split_term(e, spec, group, summary["mean"])
+        split_sd, split_words = split_term(e, spec, group, summary["mean"], summary["std"])
         if split_sd:
             summary = _stats(values, spec.factor, split_sd)
+        half = stats.half_width(summary)
+        to_halve = (stats.seeds_to_halve(stats.pi_half_at(summary["std"], split_sd), summary["n"])
+                    if spec.kind == "score" and summary["n"] >= 2 and not _missing(half) else None)
         ran = len(group) > 0
         statuses = group["status"].value_counts().to_dict() if ran else {}
         diff = summary["mean"] - value if value is not None and summary["n"] else math.nan
+        scored = spec.kind == "score" and summary["n"] >= 2
         relative = math.nan
         if not ran:
             verdict = "not run"
@@ -199,6 +241,8 @@ def compare_published(published: list[dict], runs: pd.DataFrame) -> pd.DataFrame
             "reproduced_pi95_high": summary["pi95_high"],
             "split_size": e.get("split_size"),
             "split_sd": split_sd,
+            "pi95_half_width": half if scored else math.nan,
+            "seeds_to_halve": to_halve,
             "difference": diff,
             "relative_difference": relative,
             "verdict": verdict,
@@ -206,7 +250,9 @@ def compare_published(published: list[dict], runs: pd.DataFrame) -> pd.DataFrame
             "published_epochs_run": e.get("epochs_run"),
             "our_best_epoch_mean": float(group["best_epoch"].mean()) if ran and "best_epoch" in group else math.nan,
             "reading": reading(verdict, spec.better, split_words if ran and summary["n"] else "",
-                               _epochs_words(e.get("best_epoch"), group if ran else None, e.get("epochs_run"))),
+                               _epochs_words(e.get("best_epoch"), group if ran else None, e.get("epochs_run")),
+                               power_words("95% prediction interval", half, to_halve, summary["n"], diff)
+                               if scored and verdict not in ("too few seeds", "figure only") else ""),
             "note": e.get("note") or "",
         })
     return pd.DataFrame(rows, columns=PUBLISHED_COLUMNS)
@@ -216,7 +262,8 @@ PUBLISHED_COLUMNS = [
     "source", "study", "label", "experiment", "metric", "metric_description", "kind", "better",
     "published", "published_epochs", "seeds", "runs", "status", "our_epochs_run_mean",
     "our_epochs_max", "reproduced_mean", "reproduced_std", "reproduced_ci95_low",
-    "reproduced_ci95_high", "reproduced_pi95_low", "reproduced_pi95_high", "split_size", "split_sd", "difference",
+    "reproduced_ci95_high", "reproduced_pi95_low", "reproduced_pi95_high", "split_size", "split_sd",
+    "pi95_half_width", "seeds_to_halve", "difference",
     "relative_difference", "published_best_epoch", "our_best_epoch_mean", "published_epochs_run", "verdict", "reading", "note",
 ]
 
@@ -232,6 +279,127 @@ def paired_difference(runs: pd.DataFrame, exp_a: str, exp_b: str, column: str = 
     seeds, diffs = stats.paired_differences(by_seed(exp_a), by_seed(exp_b))
     diffs = diffs * factor
     return {**mean_ci(diffs), "p_value": stats.t_test_p(diffs), "seeds": " ".join(map(str, seeds))}
+
+
+FINDING_VERDICTS = ("confirmed", "consistent, not established", "contradicted", "too few seeds", "not run")
+"""The verdicts of a report's claim (`verdict_effect`), in the order the report counts them."""
+
+FINDING_HELP: dict[str, str] = {
+    "confirmed": "our paired difference has the claim's sign and its 95% confidence interval excludes 0 "
+    "(and the published difference lies inside the prediction interval).",
+    "consistent, not established": "the published difference lies inside our 95% prediction interval "
+    "for one published difference, but our confidence interval includes 0 (or the claim is that there "
+    "is no difference, which no interval can confirm): the claim may hold, our seeds do not show it.",
+    "contradicted": "the published difference lies outside our 95% prediction interval for one "
+    "published difference of two single runs, or our confidence interval excludes 0 on the side "
+    "opposite to the claim.",
+    "too few seeds": f"fewer than {stats.MIN_SEEDS_FOR_VERDICT} seeds have both experiments.",
+    "not run": "this config does not run both experiments (config/full.yaml runs them all).",
+}
+
+FINDING_COLUMNS = [
+    "source", "claim", "a", "b", "metric", "published", "expect", "pairs", "seeds", "mean", "ci95_low",
+    "ci95_high", "ci95_half_width", "ci_seeds_to_halve", "pi95_low", "pi95_high", "pi95_half_width",
+    "pi_seeds_to_halve", "detectable", "verdict", "reading", "note",
+]
+
+
+def verdict_effect(published: float | None, expect: str, summary: dict) -> str:
+    """A claim's verdict from `stats.effect_interval`'s summary of our paired differences (a - b).
+
+    `published` is the report's difference (None for a claim in words only), `expect` its direction:
+    higher, lower or none (no difference)."""
+    if summary["n"] < stats.MIN_SEEDS_FOR_VERDICT or _missing(summary["ci95_low"]):
+        return "too few seeds"
+    if published is not None and not summary["pi95_low"] <= published <= summary["pi95_high"]:
+        return "contradicted"
+    above, below = summary["ci95_low"] > 0, summary["ci95_high"] < 0
+    if expect == "none":
+        return "contradicted" if (above or below) and published is None else "consistent, not established"
+    if (above and expect == "higher") or (below and expect == "lower"):
+        return "confirmed"
+    if above or below:
+        return "contradicted"
+    return "consistent, not established"
+
+
+def _finding_words(verdict: str, published: float | None, expect: str, summary: dict, detect: float,
+                   ci_halve: int | None, pi_halve: int | None) -> str:
+    parts = []
+    above, below = summary["ci95_low"] > 0, summary["ci95_high"] < 0
+    if verdict == "contradicted" and published is not None and not (
+            summary["pi95_low"] <= published <= summary["pi95_high"]):
+        parts.append("the published difference lies outside where one published difference should fall")
+        if (above and expect == "higher") or (below and expect == "lower"):
+            parts.append("the claim's direction holds (our CI excludes 0 on its side), its size does not")
+    elif verdict == "contradicted":
+        parts.append("our confidence interval excludes 0 on the side opposite to the claim")
+    ci_half = (summary["ci95_high"] - summary["ci95_low"]) / 2
+    parts.append(power_words("95% CI", ci_half, ci_halve, summary["n"]))
+    pi_half = (summary["pi95_high"] - summary["pi95_low"]) / 2
+    if not _missing(pi_half):
+        parts.append(power_words("95% prediction interval", pi_half, pi_halve, summary["n"]))
+    size = abs(published) if published is not None else None
+    if expect == "none":
+        shown = (f"ours shows a difference of {summary['mean']:+.3g} (CI excludes 0); " if above or below else "")
+        parts.append(f"{shown}a claim of no difference cannot be confirmed; our {summary['n']} pairs detect "
+                     f"(80% power) a true difference of {detect:.3g} or more")
+    elif size is not None and size < detect:
+        parts.append(f"no power for a difference of {size:.3g}: our {summary['n']} pairs detect (80% power) "
+                     f"{detect:.3g} or more")
+    return "; ".join(p for p in parts if p)
+
+
+def _by_seed(runs: pd.DataFrame, exp: str, spec: Metric) -> dict[int, float]:
+    g = runs.loc[runs["experiment"] == exp, ["seed", spec.column]]
+    return {int(k): float(v) * spec.factor for k, v in zip(g["seed"], g[spec.column], strict=True)
+            if v is not None and not pd.isna(v)}
+
+
+def compare_effects(effects: list[dict], runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per claim of `effects` (fmnist.published.load_effects): the published difference a - b,
+    our mean paired-by-seed difference with its 95% CI, the 95% prediction interval for one
+    published difference of two independent single runs (`stats.effect_interval`), what each can
+    tell (half-width, seeds to halve it, the smallest difference our pairs detect), the verdict."""
+    rows = []
+    have = set(runs["experiment"]) if len(runs) else set()
+    for e in effects:
+        spec = metric_spec(e["metric"])
+        published = None if _missing(e["published"]) else float(e["published"])
+        row = {"source": e["source"], "claim": e["claim"], "a": e["a"], "b": e["b"], "metric": e["metric"],
+               "published": math.nan if published is None else published, "expect": e["expect"],
+               "note": e.get("note") or ""}
+        if e["a"] not in have or e["b"] not in have:
+            rows.append({**row, "pairs": 0, "verdict": "not run", "reading": ""})
+            continue
+        a, b = _by_seed(runs, e["a"], spec), _by_seed(runs, e["b"], spec)
+        seeds, _ = stats.paired_differences(a, b)
+        summary = stats.effect_interval([a[k] for k in seeds], [b[k] for k in seeds])
+        verdict = verdict_effect(published, e["expect"], summary)
+        n = summary["n"]
+        ci_halve = stats.seeds_to_halve(stats.ci_half_at(summary["std"]), n) if n >= 2 and summary["std"] > 0 else None
+        pi_halve = (stats.seeds_to_halve(stats.effect_pi_half_at(summary["sd_a"], summary["sd_b"], summary["cov_ab"]), n)
+                    if not _missing(summary["pi95_low"]) else None)
+        detect = stats.detectable(summary["std"], n)
+        rows.append({**row, "pairs": n, "seeds": " ".join(map(str, seeds)), "mean": summary["mean"],
+                     "ci95_low": summary["ci95_low"], "ci95_high": summary["ci95_high"],
+                     "ci95_half_width": (summary["ci95_high"] - summary["ci95_low"]) / 2,
+                     "ci_seeds_to_halve": ci_halve, "pi95_low": summary["pi95_low"],
+                     "pi95_high": summary["pi95_high"],
+                     "pi95_half_width": (summary["pi95_high"] - summary["pi95_low"]) / 2,
+                     "pi_seeds_to_halve": pi_halve, "detectable": detect, "verdict": verdict,
+                     "reading": "" if verdict == "too few seeds" else
+                     _finding_words(verdict, published, e["expect"], summary, detect, ci_halve, pi_halve)})
+    return pd.DataFrame(rows, columns=FINDING_COLUMNS)
+
+
+def finding_counts(findings: pd.DataFrame) -> pd.DataFrame:
+    """Per report: how many claims have each verdict (FINDING_VERDICTS, in order) and in all."""
+    out = []
+    for source in sorted(set(findings["source"])) if len(findings) else []:
+        verdicts = findings.loc[findings["source"] == source, "verdict"].tolist()
+        out.append({"report": source, **{v: verdicts.count(v) for v in FINDING_VERDICTS}, "claims": len(verdicts)})
+    return pd.DataFrame(out, columns=["report", *FINDING_VERDICTS, "claims"])
 
 
 ALPHA = 1 - stats.LEVEL

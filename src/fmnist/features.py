@@ -25,17 +25,29 @@ HEAD_IMAGES_PER_S = 200_000.0
 
 def cacheable(run: dict) -> bool:
     """Whether `run` can train on cached features: a head-only transfer model whose backbone input is the
-    same every epoch (augmentation none, plain resize) and no EMA of the whole model. bf16 qualifies: the
-    features are computed under the run's autocast (its `amp` is part of the feature set), as `auto`
+    same every epoch (augmentation none, plain resize), whose backbone computes the same function in
+    training as in evaluation (frozen BatchNorm layers in eval mode: with `frozen_norms: train` they
+    normalise each training batch by its own statistics and move their running averages, which no
+    feature computed once in eval mode can reproduce), and no EMA of the whole model. bf16 qualifies:
+    the features are computed under the run's autocast (its `amp` is part of the feature set), as `auto`
     always did on CUDA; now that `auto` is bf16 on some CPUs too, excluding it would drop the cache there."""
     m, t = run["model"], run["train"]
     return (
         m["arch"] in models.TRANSFER_WEIGHTS
         and m["args"].get("trainable") == "head"
         and m["args"].get("resize") == "plain"
+        and m["args"].get("frozen_norms", "eval") == "eval"
         and run["augmentation"]["kind"] == "none"
         and not t["ema"]["enabled"]
     )
+
+
+def run_features_file(run: dict, feature_cache: bool) -> str | None:
+    """The cached features file (under FEATURE_DIR) that `run` trains its head on when the config's
+    `feature_cache` is on and the run is `cacheable`; None: it trains on images."""
+    if feature_cache and cacheable(run):
+        return f"{FEATURE_DIR}/{feature_key(run)}.pt"
+    return None
 
 
 def feature_spec(run: dict) -> dict[str, Any]:

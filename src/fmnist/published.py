@@ -107,8 +107,31 @@ PUBLISHED_SCHEMA: dict[str, Any] = {
                 },
             },
         },
+        "effects": {
+            "type": ["array", "null"],
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["source", "a", "b", "metric", "published", "claim"],
+                "properties": {
+                    "source": {"type": "string", "enum": ["A", "B", "C", "D", "E"]},
+                    "a": {"type": "string", "pattern": EXPERIMENT_PATTERN},
+                    "b": {"type": "string", "pattern": EXPERIMENT_PATTERN},
+                    "metric": {"type": "string", "enum": list(METRICS)},
+                    "published": {"type": ["number", "null"]},
+                    "expect": {"type": ["string", "null"], "enum": ["higher", "lower", "none", None], "default": None},
+                    "claim": {"type": "string", "minLength": 1},
+                    "note": {"type": ["string", "null"], "default": ""},
+                },
+            },
+        },
     },
 }
+
+EXPECTS = ("higher", "lower", "none")
+"""What a claim says of a - b: higher, lower, or none (no difference: "comparable", "similar", "no
+gain"). Required where the claim gives no number (`published: null`); otherwise the published
+difference's sign, unless the report's words call the two similar (`expect: none`)."""
 
 
 def load_published(path: Path | str | None) -> list[dict]:
@@ -149,6 +172,42 @@ def load_published(path: Path | str | None) -> list[dict]:
     return entries
 
 
+def _read(path: Path) -> dict:
+    restore = f"restore it with `git checkout -- {path}` or fix it by hand"
+    try:
+        doc = safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot be read as YAML ({exc}). Fix: {restore}.") from None
+    return doc if isinstance(doc, dict) else {}
+
+
+def load_effects(path: Path | str | None) -> list[dict]:
+    """The reports' comparative claims (`effects:` of the published-figures file), validated: each
+    names two experiments a and b, a metric, the published difference a - b (null where the report
+    states the claim in words only, with `expect`: higher, lower or none) and the report's words.
+    [] for no file or no `effects:`."""
+    if not path or not Path(path).exists():
+        return []
+    load_published(path)  # the whole file's schema, with its clear errors
+    path = Path(path)
+    effects = _read(path).get("effects") or []
+    for i, e in enumerate(effects):
+        if e["a"] == e["b"]:
+            raise ConfigError(f"{path}: effects[{i}] compares {e['a']} with itself; name two experiments.")
+        if e["published"] is None and not e.get("expect"):
+            raise ConfigError(f"{path}: effects[{i}] ({e['claim'][:60]!r}) has no published difference; "
+                              "give `expect: higher`, `lower` or `none` for a claim made in words only.")
+        if e["published"] is not None and e.get("expect") in ("higher", "lower"):
+            sign = "higher" if e["published"] > 0 else "lower" if e["published"] < 0 else "none"
+            if sign != e["expect"]:
+                raise ConfigError(f"{path}: effects[{i}] ({e['claim'][:60]!r}): published {e['published']:+g} "
+                                  f"is {sign}, but expect says {e['expect']}; drop `expect` or fix the sign.")
+        e["expect"] = e.get("expect") or (
+            "higher" if e["published"] > 0 else "lower" if e["published"] < 0 else "none")
+        e["note"] = e.get("note") or ""
+    return effects
+
+
 def check_report_config(report: dict, studies: dict[str, list[str]]) -> None:
     """Fail early on a report section that names a missing study, repeats a sweep, or a bad published file."""
     names = [s["name"] for s in report.get("sweeps", [])]
@@ -162,3 +221,4 @@ def check_report_config(report: dict, studies: dict[str, list[str]]) -> None:
                 f"(studies: {', '.join(studies)}); name one of them or remove the sweep."
             )
     load_published(report.get("published"))
+    load_effects(report.get("published"))

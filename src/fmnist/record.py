@@ -39,7 +39,7 @@ RUN_FILES = ("metrics.json", "history.csv", "confusion.csv")
 MANIFEST = "SHA256SUMS"
 EDITED = f"its SHA-256 is not the one in {MANIFEST} (edited after export)"
 HEADLINE_COLUMNS = ["report", "figure", "metric", "published", "seeds", "reproduced mean",
-                    "95% prediction interval", "verdict"]
+                    "95% prediction interval", "verdict", "half-width (seeds to halve it)"]
 
 
 def finished_runs(results_dir: Path, run_ids: list[str]) -> list[str]:
@@ -93,12 +93,75 @@ def rebuild(record: Path | str, out: Path | str) -> dict[str, pd.DataFrame]:
     tables = aggregate.write_all(metric_paths, studies, out / "runs.csv", out / "experiments.csv",
                                  out / "tables", published=published,
                                  sweeps=cfg["report"]["sweeps"],
-                                 baseline=cfg["report"]["baseline_augmentation"])
+                                 baseline=cfg["report"]["baseline_augmentation"],
+                                 claims=compare.load_effects(record / "published.yaml"))
     covered = {experiments.experiment_id(run) for run in runs.values()}
     train_seconds = tables["runs"]["train_seconds"].sum() if len(tables["runs"]) else 0.0
     status = status_line(len(metric_paths), len(runs), float(train_seconds))
     (out / "headline.md").write_text(status + "\n\n" + headline_markdown(tables["published"], covered) + "\n")
+    (out / "findings.md").write_text(findings_markdown(tables["findings"]) + "\n")
+    (out / "provenance.md").write_text(provenance_markdown(metric_paths) + "\n")
     return tables
+
+
+GENERATED = ("runs.csv", "experiments.csv", "headline.md", "findings.md", "provenance.md")
+"""The files `rebuild` writes beside tables/, each checked by `check`."""
+
+BLOCKS = {"": "headline.md", ":findings": "findings.md", ":provenance": "provenance.md"}
+"""README block suffix -> the generated file it shows: <!-- record:<name><suffix>:start --> ... end.
+The headline's block is required in every README named on export; the others are filled where a
+README has their markers."""
+
+FINDINGS_COLUMNS = ["report", "claim", "a - b", "metric", "published", "ours (pairs)", "95% CI",
+                    "95% prediction interval", "verdict", "what it can tell"]
+
+
+def findings_markdown(findings: pd.DataFrame) -> str:
+    """The reports' claims the record judges (both experiments run): a count per report, then one row
+    per claim judged; every number from `compare.compare_effects`."""
+    counts = compare.finding_counts(findings)
+    judged = findings[findings["verdict"] != "not run"] if len(findings) else findings
+    rows = []
+    for r in judged.itertuples(index=False):
+        digits = 3 if "loss" in r.metric else 2
+
+        def signed(x, digits=digits):
+            return "" if _nan(x) else f"{x:+.{digits}f}"
+        rows.append({
+            "report": r.source, "claim": r.claim, "a - b": f"{r.a} - {r.b}", "metric": r.metric,
+            "published": signed(r.published) if not _nan(r.published) else f"in words: {r.expect}",
+            "ours (pairs)": f"{signed(r.mean)} ({int(r.pairs)})" if r.pairs else "",
+            "95% CI": f"{signed(r.ci95_low)} to {signed(r.ci95_high)}" if not _nan(r.ci95_low) else "",
+            "95% prediction interval": f"{signed(r.pi95_low)} to {signed(r.pi95_high)}" if not _nan(r.pi95_low) else "",
+            "verdict": r.verdict, "what it can tell": r.reading if isinstance(r.reading, str) else "",
+        })
+    return (aggregate.to_markdown(counts) + "\n\n"
+            + aggregate.to_markdown(pd.DataFrame(rows, columns=FINDINGS_COLUMNS)))
+
+
+PROVENANCE_COLUMNS = ["run", "commit", "code identity", "machine", "device", "start (UTC)", "end (UTC)",
+                      "pauses", "training (s)"]
+UNKNOWN = "not recorded"
+
+
+def provenance_markdown(metric_paths: list[Path]) -> str:
+    """One row per run, from its metrics.json only: the commit, code identity and machine it ran on,
+    its start and end, the pauses between the processes that trained it, its training seconds. A run
+    written before metrics.json recorded `provenance` says "not recorded" there."""
+    rows = []
+    for path in metric_paths:
+        m = json.loads(Path(path).read_text())
+        prov = m.get("provenance") or {}
+        pauses = prov.get("pauses")
+        rows.append({
+            "run": m["run_id"], "commit": prov.get("commit") or UNKNOWN, "code identity": m.get("config_hash") or UNKNOWN,
+            "machine": prov.get("machine") or UNKNOWN, "device": m.get("device_name") or m.get("device") or UNKNOWN,
+            "start (UTC)": prov.get("started") or UNKNOWN, "end (UTC)": prov.get("finished") or UNKNOWN,
+            "pauses": UNKNOWN if pauses is None else (
+                "none" if not pauses else "; ".join(f"{p.get('from')} to {p.get('to')}" for p in pauses)),
+            "training (s)": _fmt(m.get("train_seconds"), 0),
+        })
+    return aggregate.to_markdown(pd.DataFrame(rows, columns=PROVENANCE_COLUMNS))
 
 
 def status_line(finished: int, total: int, train_seconds: float) -> str:
@@ -128,8 +191,19 @@ def headline(published: pd.DataFrame, experiments_covered: set[str]) -> pd.DataF
                 if r.kind == "score" and not _nan(r.reproduced_pi95_low) else ""
             ),
             "verdict": r.verdict,
+            "half-width (seeds to halve it)": _halving(r, unit),
         })
     return pd.DataFrame(rows, columns=HEADLINE_COLUMNS)
+
+
+def _halving(r, digits: int) -> str:
+    """A score's prediction-interval half-width and the seeds that would halve it ("none do": the
+    runs' own spread sets its floor); blank where the row has no interval."""
+    half = getattr(r, "pi95_half_width", math.nan)
+    if r.kind != "score" or _nan(half):
+        return ""
+    seeds = getattr(r, "seeds_to_halve", None)
+    return f"{_fmt(half, digits)} ({'none do' if _nan(seeds) else int(seeds)})"
 
 
 def headline_markdown(published: pd.DataFrame, experiments_covered: set[str]) -> str:
@@ -171,6 +245,18 @@ def update_readme(readme: Path | str, name: str, table: str) -> None:
         raise ValueError(readme_problem(readme, name))
     head, start, _, end, tail = parts
     readme.write_text(f"{head}{start}\n{table.strip()}\n{end}{tail}")
+
+
+def update_readme_blocks(readme: Path | str, name: str, record: Path | str) -> list[str]:
+    """Fill every block of BLOCKS that `readme` has markers for with the record's generated file;
+    the names of the blocks filled (the headline's is required: see `update_readme`)."""
+    filled = []
+    for suffix, filename in BLOCKS.items():
+        if suffix and _split_readme(Path(readme).read_text(), name + suffix) is None:
+            continue
+        update_readme(readme, name + suffix, (Path(record) / filename).read_text())
+        filled.append(name + suffix)
+    return filled
 
 
 def run_files(record: Path | str) -> list[str]:
@@ -247,7 +333,7 @@ def _table_problems(record: Path) -> list[str]:
         rebuild(record, out)
         rebuilt = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
         committed = {p.relative_to(record) for p in (record / "tables").rglob("*") if p.is_file()}
-        committed |= {Path(n) for n in ("runs.csv", "experiments.csv", "headline.md") if (record / n).exists()}
+        committed |= {Path(n) for n in GENERATED if (record / n).exists()}
         differ = []
         for rel in sorted(set(rebuilt) | committed):
             a, b = out / rel, record / rel

@@ -194,6 +194,13 @@ def build_context(runs_csv, experiments_csv, tables_dir, studies: dict[str, list
         counts = verdict_counts([r["verdict"] for r in rows])
         per_report.append({"source": source, "title": SOURCES.get(source, f"Report {source}"),
                            "rows": rows, "counts": counts})
+    claims = records(read_table(tables_dir, "findings"))
+    findings = []
+    for source in sorted({c["source"] for c in claims}):
+        rows = [c for c in claims if c["source"] == source]
+        counts = {v: n for v in compare.FINDING_VERDICTS if (n := sum(r["verdict"] == v for r in rows))}
+        findings.append({"source": source, "title": SOURCES.get(source, f"Report {source}"), "rows": rows,
+                         "counts": counts})
     study_list = []
     for name, ids in studies.items():
         table = records(read_table(tables_dir, f"study_{name}"))
@@ -222,6 +229,8 @@ def build_context(runs_csv, experiments_csv, tables_dir, studies: dict[str, list
         "leaderboard": board,
         "per_report": per_report,
         "verdict_help": compare.VERDICT_HELP,
+        "findings": findings,
+        "finding_help": compare.FINDING_HELP,
         "effects": effects,
         "sweeps": sweep_list,
         "figures": {name: maybe_uri(figures_dir / f"{name}.png")

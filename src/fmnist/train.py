@@ -9,7 +9,10 @@ to a resume file beside its outputs, so a killed job continues where it stopped.
 from __future__ import annotations
 
 import copy
+import datetime
 import math
+import os
+import platform
 import sys
 import time
 from collections.abc import Callable
@@ -40,22 +43,32 @@ NOT_LEARNED_ACCURACY = 0.15  # chance is 0.10; a run at or below this learned no
 
 
 @torch.inference_mode()
-def evaluate(model, split: Batches, normalize: Normalizer, batch_size: int, autocast, num_classes: int = 10):
-    """Mean cross-entropy, accuracy and predictions of `model` on a whole split, in large batches."""
+def evaluate(model, split: Batches, normalize: Normalizer, batch_size: int, autocast, num_classes: int = 10,
+             spread: bool = False):
+    """Mean cross-entropy, accuracy and predictions of `model` on a whole split, in large batches;
+    with `spread`, also the standard deviation of the per-image cross-entropies (the split's
+    per-image loss spread that fmnist.stats.split_sd needs)."""
     model.eval()
     loss_sum = torch.zeros((), device=split.labels.device, dtype=torch.float64)
+    square_sum = torch.zeros((), device=split.labels.device, dtype=torch.float64)
     preds = []
     for start in range(0, len(split), batch_size):
         x = normalize(to_unit(split.images[start:start + batch_size]))
         y = split.labels[start:start + batch_size]
         with autocast():
             logits = model(x)
-        loss_sum += torch.nn.functional.cross_entropy(logits.float(), y, reduction="sum").double()
+        losses = torch.nn.functional.cross_entropy(logits.float(), y, reduction="none").double()
+        loss_sum += losses.sum()
+        square_sum += losses.square().sum()
         preds.append(logits.argmax(1))
     pred = torch.cat(preds)
     correct = (pred == split.labels).sum()
     n = max(1, len(split))
-    return float(loss_sum) / n, float(correct) / n, pred.cpu().numpy()
+    mean = float(loss_sum) / n
+    if spread:
+        variance = (float(square_sum) - n * mean**2) / max(1, n - 1)
+        return mean, float(correct) / n, pred.cpu().numpy(), math.sqrt(max(variance, 0.0))
+    return mean, float(correct) / n, pred.cpu().numpy()
 
 
 def count_params(model) -> tuple[int, int]:
@@ -340,6 +353,53 @@ class Progress:
     images_seen: int = 0
     status: str = "ok"
     reason: str = ""
+    segments: list[dict] = field(default_factory=list)
+    """One {"start", "end"} (UTC, ISO 8601) per process that trained the run: a resumed run has
+    several, and the gaps between them are its pauses (metrics.json `provenance`)."""
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def source_commit() -> str | None:
+    """The git commit of the checkout this module runs from, with "+dirty" for uncommitted edits;
+    None outside a git checkout."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no", "."],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}+dirty" if dirty else head or None
+
+
+def machine() -> str:
+    """The host's CPU model and logical core count, e.g. "AMD EPYC 7B13, 2 cores"."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def provenance(p: Progress, finished: str) -> dict:
+    """When and where the run trained, from its segments: start, end, the pauses between segments."""
+    segments = [dict(x) for x in p.segments] or [{"start": None, "end": finished}]
+    segments[-1]["end"] = finished
+    pauses = [{"from": a.get("end"), "to": b.get("start")} for a, b in zip(segments, segments[1:], strict=False)]
+    return {"commit": source_commit(), "machine": machine(), "started": segments[0].get("start"), "finished": finished,
+            "segments": segments, "pauses": pauses,
+            "note": "pauses are the gaps between the processes that trained the run (stopped and resumed); "
+                    "a process suspended in place (SIGSTOP) is not seen"}
 
 
 @dataclass
@@ -390,6 +450,10 @@ def setup_run(run: dict, data_path: Path | str, device: str = "auto", threads: i
             train_y, float(cfg["train_fraction"]), np.random.default_rng(meta["split_seed"])
         )
         train_x, train_y = train_x[keep], train_y[keep]
+    if features_path and not features.cacheable(run):
+        raise ValueError(f"{run['id']}: cannot train on cached features ({features_path}): its backbone does not "
+                         "compute the same features every epoch (augmentation, resize, EMA, or `frozen_norms: "
+                         "train`, see fmnist.features.cacheable); train it on images (no features path)")
     cached = features.load(features_path, dev, keep) if features_path else None
     train = cached["train"] if cached else Batches(train_x, train_y, dev)
     val = cached["val"] if cached else Batches(arrays["val_images"], arrays["val_labels"], dev)
@@ -419,7 +483,8 @@ def restore_progress(s: RunSetup, resume_path: Path, log: Callable[[str], None])
     _set_rng_state(state["rng"], s.dev)
     log(f"resuming after epoch {state['epoch']} from {resume_path}")
     return Progress(epoch=state["epoch"], history=state["history"], best=state["best"],
-                    bad_epochs=state["bad_epochs"], elapsed=state["elapsed"], images_seen=state["images_seen"])
+                    bad_epochs=state["bad_epochs"], elapsed=state["elapsed"], images_seen=state["images_seen"],
+                    segments=list(state.get("segments") or []))
 
 
 def save_progress(s: RunSetup, p: Progress, path: Path) -> None:
@@ -431,6 +496,8 @@ def save_progress(s: RunSetup, p: Progress, path: Path) -> None:
             "ema": loop.ema.state_dict() if loop.ema is not None else None, "history": p.history,
             "best": p.best, "bad_epochs": p.bad_epochs, "elapsed": p.elapsed,
             "images_seen": p.images_seen, "rng": _rng_state(s.dev),
+            "segments": [{**x, "end": x.get("end") or utc_now()} if i == len(p.segments) - 1 else x
+                         for i, x in enumerate(p.segments)],
         },
         path,
     )
@@ -474,29 +541,42 @@ def train_epoch(s: RunSetup, p: Progress, max_steps: int | None, log: Callable[[
     return True
 
 
-def finish_run(s: RunSetup, p: Progress, out_dir: Path) -> dict:
-    """Test the chosen weights, then write history.csv, confusion.csv, model.pt and, last, metrics.json."""
-    run, cfg, loop = s.run, s.run["train"], s.loop
+def test_tested_weights(s: RunSetup, p: Progress) -> dict:
+    """Load the weights the run is tested with (a fixed-epoch run: its final ones, unless the config asks
+    for the best), then test them: loss, accuracy, confusion matrix and its summary, and the same weights'
+    per-image loss spread on val. NaNs when the run diverged before any epoch finished."""
+    cfg, loop = s.run["train"], s.loop
     es = cfg["early_stopping"]
     num_classes = len(s.classes)
     final = s.eval_model
-    # A fixed-epoch run (early stopping off) is its final weights unless the config asks for the best.
     restore_best = es["enabled"] if es["restore_best"] is None else es["restore_best"]
     tested_epoch = len(p.history)
     if p.best["state"] is not None and (restore_best or p.status == "diverged"):
         final.load_state_dict(p.best["state"])
         tested_epoch = p.best["epoch"]
     test = s.cached["test"] if s.cached else Batches(s.arrays["test_images"], s.arrays["test_labels"], s.dev)
-    status, reason = p.status, p.reason
-    if p.best["state"] is not None or status == "ok":
-        test_loss, test_acc, pred = s.evaluate(test)
-        cm = metrics.confusion_matrix(s.arrays["test_labels"], pred, num_classes)
-        summary = metrics.summarize(cm, s.classes)
-    else:  # diverged before any epoch finished: nothing to evaluate
-        test_loss, test_acc = float("nan"), float("nan")
-        cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    if p.best["state"] is None and p.status != "ok":  # diverged before any epoch finished: nothing to test
         summary = {k: None for k in ("precision_macro", "recall_macro", "f1_macro")}
         summary["per_class_accuracy"] = {c: None for c in s.classes}
+        return {"model": final, "test": test, "tested_epoch": tested_epoch, "loss": float("nan"),
+                "accuracy": float("nan"), "cm": np.zeros((num_classes, num_classes), dtype=np.int64),
+                "summary": summary, "val_spread": (math.nan, math.nan)}
+    test_loss, test_acc, pred = s.evaluate(test)
+    cm = metrics.confusion_matrix(s.arrays["test_labels"], pred, num_classes)
+    val_mean, _, _, val_std = evaluate(final, s.val, loop.normalize, cfg["eval_batch_size"], loop.autocast,
+                                       spread=True)
+    return {"model": final, "test": test, "tested_epoch": tested_epoch, "loss": test_loss, "accuracy": test_acc,
+            "cm": cm, "summary": metrics.summarize(cm, s.classes), "val_spread": (val_mean, val_std)}
+
+
+def finish_run(s: RunSetup, p: Progress, out_dir: Path) -> dict:
+    """Test the chosen weights, then write history.csv, confusion.csv, model.pt and, last, metrics.json."""
+    run, cfg, loop = s.run, s.run["train"], s.loop
+    tested = test_tested_weights(s, p)
+    final, test, tested_epoch = tested["model"], tested["test"], tested["tested_epoch"]
+    test_loss, test_acc, cm, summary = tested["loss"], tested["accuracy"], tested["cm"], tested["summary"]
+    val_spread = tested["val_spread"]
+    status, reason = p.status, p.reason
     if status == "ok" and test_acc <= NOT_LEARNED_ACCURACY:
         status, reason = "not_learned", f"test accuracy {test_acc:.3f} is at chance level"
 
@@ -525,6 +605,8 @@ def finish_run(s: RunSetup, p: Progress, out_dir: Path) -> dict:
         "tested_epoch": tested_epoch,
         "best_val_loss": _num(min((h["val_loss"] for h in history), default=float("nan"))),
         "best_val_accuracy": _num(max((h["val_accuracy"] for h in history), default=float("nan"))),
+        "val_loss_tested": _num(val_spread[0]),
+        "val_loss_image_std": _num(val_spread[1]),
         "epochs_run": len(history),
         "epochs_max": cfg["epochs"],
         "params": s.n_params,
@@ -549,6 +631,7 @@ def finish_run(s: RunSetup, p: Progress, out_dir: Path) -> dict:
         "data": {k: meta[k] for k in ("val_fraction", "split_seed", "train_limit", "test_limit")},
         "versions": versions(),
         "config_hash": s.identity,
+        "provenance": provenance(p, utc_now()),
         "config": run,
     }
     return runfiles.write_metrics(out_dir, result)  # adds the SHA-256 of the files written above
@@ -588,6 +671,7 @@ def train_run(
     s = setup_run(run, data_path, device=device, threads=threads, features_path=features_path)
     resume_path = out_dir / runfiles.RESUME_FILE
     p = restore_progress(s, resume_path, say) if resume else Progress()
+    p.segments.append({"start": utc_now(), "end": None})
     cfg, loop, rule = run["train"], s.loop, s.rule
     say(
         f"device {s.dev} ({device_name(s.dev)}), {s.n_params:,} parameters, "

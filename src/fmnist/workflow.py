@@ -265,10 +265,7 @@ class Study:
 
     def run_features_path(self, run_id: str) -> str | None:
         """The cached features file a run trains its head on, or None."""
-        run = self.runs[run_id]
-        if self.config["feature_cache"] and features.cacheable(run):
-            return f"{features.FEATURE_DIR}/{features.feature_key(run)}.pt"
-        return None
+        return features.run_features_file(self.runs[run_id], self.config["feature_cache"])
 
     def run_json(self, run_id: str) -> str:
         """A run's resolved config, the train job's `run` param."""

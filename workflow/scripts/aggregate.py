@@ -11,8 +11,9 @@ from fmnist import aggregate, compare, integrity  # noqa: E402
 
 sm = snakemake  # noqa: F821
 integrity.check_metrics(sm.input.metrics)  # every damaged metrics.json named in one message
-published = compare.load_published(sm.input.published[0] if sm.input.published else None)
+published_file = sm.input.published[0] if sm.input.published else None
+published = compare.load_published(published_file)
 tables = aggregate.write_all(sm.input.metrics, sm.params.studies, sm.output.runs, sm.output.experiments,
                              sm.output.tables, published=published, sweeps=sm.params.sweeps,
-                             baseline=sm.params.baseline)
+                             baseline=sm.params.baseline, claims=compare.load_effects(published_file))
 print(tables["leaderboard"].to_string())

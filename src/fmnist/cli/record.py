@@ -38,8 +38,8 @@ def run_export(args) -> int:
     print(f"{args.dest}: {r['finished']} of {r['runs']} runs finished and recorded; tables rebuilt")
     headline = (Path(args.dest) / "headline.md").read_text()
     for readme in args.readme or []:
-        record.update_readme(readme, name, headline)
-        print(f"{readme}: the record's table updated")
+        blocks = record.update_readme_blocks(readme, name, args.dest)
+        print(f"{readme}: the record's {', '.join(blocks)} block(s) updated")
     print(headline, end="")
     return 0
 
