@@ -265,13 +265,14 @@ def study_kind(published: list[dict], runs: pd.DataFrame) -> dict:
         return {**out, "kind": "reproduction",
                 "why": f"it runs {len(judged)} of the {len(published)} published figures' experiments, "
                        "each for at least the report's epochs"}
-    if not judged:
-        why = "it runs none of the published figures' experiments"
+    limit = (f"its runs train for at most {budget} epoch{'s' if budget != 1 else ''} (the published figures: "
+             f"{span.replace('-', ' to ')} epochs)") if budget is not None and span else ""
+    if not judged:  # the verdict line says that nothing is judged, and why
+        why = limit or "it runs none of the published figures' experiments"
     else:
         why = (f"{len(short)} of the {len(judged)} published figures it runs were trained longer in their "
                "report than here, so their verdicts compare a shorter training with the published one")
-    if budget is not None and span:
-        why = f"its runs train for at most {budget} epoch{'s' if budget != 1 else ''} (the published figures: {span}); " + why
+        why = f"{limit}; {why}" if limit else why
     return {**out, "kind": "short-budget study", "why": why}
 
 
@@ -286,7 +287,7 @@ def _git_last_commit(repo: str, path: str) -> str:
 
 def committed_records(repo: Path | str, out_dir: Path | str) -> list[dict]:
     """The records committed under docs/record/<name>/ (their runs.csv and published table): the
-    device, the commit that last changed them, their verdict counts, and links to their report and
+    device, the commit that last changed their runs, their verdict counts, and links to their report and
     README relative to `out_dir` (where the page is written) and as repository paths."""
     repo, out_dir = Path(repo).resolve(), Path(out_dir).resolve()
     out = []
@@ -299,7 +300,7 @@ def committed_records(repo: Path | str, out_dir: Path | str) -> list[dict]:
         out.append({
             "name": d.name, "path": rel,
             "devices": ", ".join(sorted(set(runs["device_name"].dropna().astype(str)))) if len(runs) else "",
-            "runs": len(runs), "commit": _git_last_commit(str(repo), rel),
+            "runs": len(runs), "commit": _git_last_commit(str(repo), f"{rel}/runs"),
             "judged": len(judged), "counts": verdict_counts(list(judged["verdict"])) if len(judged) else {},
             "links": [{"label": label, "href": os.path.relpath(d / name, out_dir), "path": f"{rel}/{name}"}
                       for label, name in (("its report", "summary.html"), ("README", "README.md"))
