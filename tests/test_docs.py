@@ -147,3 +147,115 @@ def test_a_record_summary_is_allowed_only_while_the_record_is_in_progress(tmp_pa
     assert link_problems(md, tmp_path) == []
     (record / "headline.md").write_text("**Status: complete** — 30 of 30 runs finished\n")
     assert "no such file" in link_problems(md, tmp_path)[0]
+
+
+# --- the comments and docstrings of the code, the configs and the workflow ------------------------
+# What they name must exist too: a repository path (`config/schema.yaml`), a Markdown file by its name
+# (`STUDY.md`), or a section of the README ("the README's "Configuration" section", "(README,
+# Reliability)"). Strings the code uses are left to its tests; comments and docstrings have none.
+COMMENTED = ("config", "docs", "src", "workflow", "profiles", "containers", ".test")
+COMMENTED_FILES = ("Snakefile", "Makefile", ".snakemake-workflow-catalog.yml")
+REPO_PATH = re.compile(r"(?<![\w./-])((?:config|docs|src|tests|workflow|profiles|containers)/[\w./-]*[\w/])")
+MD_NAME = re.compile(r"(?<![\w./-])([\w-]+\.md)\b")
+README_SECTION = re.compile(r"README(?:'s)?,? (?:section )?\"([^\"]+)\"|\bREADME, ([A-Z][\w -]*)\)")
+# Record runs (data, not prose), and what a command builds from the checkout (the container image).
+UNCHECKED = ("docs/record/cpu/runs/", "docs/record/cpu/b_valloss/runs/")
+BUILT = ("containers/fmnist.sif",)
+
+
+def commented_files(repo: Path) -> list[Path]:
+    out = subprocess.run(["git", "ls-files", *COMMENTED, *COMMENTED_FILES], cwd=repo, capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    keep = (".py", ".smk", ".yaml", ".yml", ".sh", ".def", ".j2", ".toml", ".cfg")
+    return [repo / f for f in out if (f.endswith(keep) or Path(f).name in COMMENTED_FILES)
+            and not f.startswith(UNCHECKED) and (repo / f).is_file()]
+
+
+def comment_text(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of a file's comments, and for Python its docstrings too."""
+    text = path.read_text(errors="replace")
+    if path.suffix == ".py":
+        import ast
+        import io
+        import tokenize
+
+        out = [(tok.start[0], tok.string) for tok in tokenize.generate_tokens(io.StringIO(text).readline)
+               if tok.type == tokenize.COMMENT]
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                doc = ast.get_docstring(node, clean=False)
+                if doc and node.body:
+                    start = node.body[0].lineno
+                    out += [(start + i, line) for i, line in enumerate(doc.splitlines())]
+        return out
+    if path.suffix == ".j2":
+        return [(text[:m.start()].count("\n") + 1, m.group(1)) for m in re.finditer(r"\{#(.*?)#\}", text, re.S)]
+    return [(i, m.group(1)) for i, line in enumerate(text.splitlines(), 1)
+            if (m := re.search(r"(?:^|\s)#\s?(.*)$", line))]
+
+
+@cache
+def tracked_names(repo: Path) -> frozenset[str]:
+    """The file names of the checkout (a Markdown file named alone, such as headline.md, is one of a
+    record's files or a document's)."""
+    out = subprocess.run(["git", "ls-files"], cwd=repo, capture_output=True, text=True).stdout  # empty outside git
+    names = {Path(f).name for f in out.splitlines()}
+    return frozenset(names | {p.name for p in repo.rglob("*.md") if ".git" not in p.parts and ".venv" not in p.parts})
+
+
+def readme_sections(repo: Path) -> list[str]:
+    return [re.sub(r"[`*]", "", m.group(1)).strip().lower()
+            for m in re.finditer(r"^#{1,6}\s+(.*)$", FENCE.sub("", (repo / "README.md").read_text()), re.M)]
+
+
+def comment_problems(path: Path, repo: Path) -> list[str]:
+    problems = []
+    sections = None
+    for lineno, text in comment_text(path):
+        where = f"{path.relative_to(repo)}:{lineno}"
+        for m in REPO_PATH.finditer(text):
+            ref = m.group(1).rstrip(".")
+            if PLACEHOLDER.search(text[m.end():m.end() + 1]) or not ref:
+                continue
+            if not (repo / ref).exists() and ref not in BUILT:
+                problems.append(f"{where}: names {ref!r}, which is not in the repository")
+        for m in MD_NAME.finditer(text):
+            name = m.group(1)
+            if name not in tracked_names(repo):
+                problems.append(f"{where}: names {name!r}, which is not in the repository")
+        for m in README_SECTION.finditer(text):
+            wanted = (m.group(1) or m.group(2)).strip().lower()
+            sections = sections if sections is not None else readme_sections(repo)
+            if not any(wanted in s for s in sections):
+                problems.append(f"{where}: names the README's section {wanted!r}, which it does not have")
+    return problems
+
+
+def test_every_path_and_readme_section_named_in_comments_exists():
+    problems = [p for f in commented_files(REPO) for p in comment_problems(f, REPO)]
+    assert not problems, "dangling references in comments and docstrings:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("# every key documented in config/schema.yaml", "'config/schema.yaml', which is not"),
+    ("# the five reports (STUDY.md)", "'STUDY.md', which is not"),
+    ("# see the README's \"Configuration\" section", "section 'configuration'"),
+    ("# fits 15 minutes (README, Performance)", "section 'performance'"),
+])
+def test_a_dangling_reference_in_a_comment_is_named(tmp_path, text, expected):
+    (tmp_path / "README.md").write_text("# Title\n\n## Quick start\n")
+    (tmp_path / "config").mkdir()
+    cfg = tmp_path / "config" / "x.yaml"
+    cfg.write_text(f"a: 1\n{text}\n")
+    (problem,) = comment_problems(cfg, tmp_path)
+    assert problem.startswith("config/x.yaml:2:") and expected in problem
+
+
+def test_references_that_exist_are_not_flagged_in_comments(tmp_path):
+    (tmp_path / "README.md").write_text("# Title\n\n## Quick start (a fresh machine)\n")
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "README.md").write_text("# Config\n")
+    py = tmp_path / "config" / "x.py"
+    py.write_text('"""Reads config/README.md and results/runs/<run>/ (the README, "Quick start")."""\n'
+                  "x = 'config/missing.yaml'  # a string of the code, not a comment: its tests check it\n")
+    assert comment_problems(py, tmp_path) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -72,13 +73,17 @@ def test_tensorboard_event_files_hold_each_epoch(study):
 
 
 def test_mlflow_store_holds_params_metrics_tags_and_the_metrics_file(study, tmp_path):
-    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3's file store (see fmnist.export)
+    """`--mlflow DIR` writes an SQLite store that MLflow's own client reads back as it is (no
+    environment variable), and says how to open it."""
     from mlflow.tracking import MlflowClient
 
-    store = study["root"] / "mlruns"
-    assert "2 run(s) written" in fmnist_export(study, "--mlflow", str(store)).stdout
-    client = MlflowClient(tracking_uri=store.resolve().as_uri())
+    store = study["root"] / "mlflow"
+    out = fmnist_export(study, "--mlflow", str(store)).stdout
+    uri = f"sqlite:///{store.resolve() / 'mlflow.db'}"
+    assert "2 run(s) written" in out and f"mlflow ui --backend-store-uri {uri}" in out
+    client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("fmnist")
+    assert exp.artifact_location == (store.resolve() / "artifacts").as_uri()  # beside the database
     found = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
     assert sorted(found) == study["runs"]
     for seed, rid in zip(SEEDS, study["runs"], strict=True):
@@ -97,6 +102,70 @@ def test_mlflow_store_holds_params_metrics_tags_and_the_metrics_file(study, tmp_
     # again: the store already holds these results
     assert "0 run(s) written, 2 unchanged" in fmnist_export(study, "--mlflow", str(store)).stdout
     assert len(client.search_runs([exp.experiment_id])) == 2
+    study["mlflow_uri"] = uri
+
+
+@pytest.mark.slow
+def test_mlflow_ui_serves_the_exported_store(study, tmp_path):
+    """What the export prints works: `mlflow ui` (installed by the export extra) starts on the store,
+    serves its web page and lists the runs through its REST API."""
+    import socket
+    import time
+    import urllib.error
+    import urllib.request
+
+    if "mlflow_uri" not in study:
+        test_mlflow_store_holds_params_metrics_tags_and_the_metrics_file(study, tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mlflow = Path(sys.executable).parent / "mlflow"
+    log = tmp_path / "mlflow-ui.log"
+    with log.open("w") as out:  # its own process group: the server's workers are stopped with it
+        proc = subprocess.Popen([str(mlflow), "ui", "--backend-store-uri", study["mlflow_uri"], "--host", "127.0.0.1",
+                                 "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        page = None
+        deadline = time.monotonic() + 300  # four workers import MLflow: over a minute on a busy 2-core machine
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(base + "/", timeout=5) as resp:
+                    page = resp.read().decode()
+                break
+            except urllib.error.HTTPError:
+                raise
+            except OSError:  # not listening yet
+                time.sleep(1)
+        assert page is not None, f"mlflow ui did not answer:\n{log.read_text()[-3000:]}"
+        assert "<html" in page.lower() and "mlflow" in page.lower()
+        query = urllib.request.Request(base + "/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name=fmnist")
+        with urllib.request.urlopen(query, timeout=10) as resp:
+            exp = json.loads(resp.read())["experiment"]
+        body = json.dumps({"experiment_ids": [exp["experiment_id"]]}).encode()
+        search = urllib.request.Request(base + "/ajax-api/2.0/mlflow/runs/search", data=body,
+                                        headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(search, timeout=10) as resp:
+            names = sorted(r["info"]["run_name"] for r in json.loads(resp.read())["runs"])
+        assert names == study["runs"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+def test_an_old_file_store_is_refused_with_the_way_out(study):
+    old = study["root"] / "old-mlruns"
+    (old / "0").mkdir(parents=True)
+    (old / "0" / "meta.yaml").write_text("name: Default\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.run([sys.executable, "-m", "fmnist", "export", "--configfile", str(study["config"]),
+                           "--results", str(study["root"] / "results"), "--mlflow", str(old)],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=study["root"])
+    assert proc.returncode == 2 and "holds an MLflow file store" in proc.stderr and "--mlflow-uri" in proc.stderr
 
 
 def test_export_without_a_target_names_the_options(study):
@@ -104,3 +173,17 @@ def test_export_without_a_target_names_the_options(study):
     proc = subprocess.run([sys.executable, "-m", "fmnist", "export", "--configfile", str(study["config"])],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2 and "--tensorboard DIR, --mlflow DIR or --mlflow-uri URI" in proc.stderr
+
+
+def test_a_folder_becomes_an_sqlite_store_with_its_artifacts_beside_it(tmp_path):
+    from fmnist import export
+
+    uri = export.mlflow_uri_for(tmp_path / "new")
+    assert uri == f"sqlite:///{(tmp_path / 'new').resolve()}/mlflow.db" and (tmp_path / "new").is_dir()
+    assert export._artifact_location(uri) == ((tmp_path / "new").resolve() / "artifacts").as_uri()
+    assert export._artifact_location("http://127.0.0.1:5000") is None  # a server keeps its own
+    assert "mlflow ui --backend-store-uri " + uri in export.open_hint(uri)
+    (tmp_path / "old" / "0").mkdir(parents=True)
+    (tmp_path / "old" / "0" / "meta.yaml").write_text("name: Default\n")
+    with pytest.raises(export.ExportError, match="holds an MLflow file store"):
+        export.mlflow_uri_for(tmp_path / "old")

@@ -222,10 +222,10 @@ def per_image_correct(raw_dir, tmp_path_factory):
     seed, and the part each seed gets wrong on its own."""
     import torch
 
-    from fmnist import data
+    from fmnist import data, fetch
 
     out = tmp_path_factory.mktemp("split") / "p.npz"
-    data.prepare(raw_dir, out, val_fraction=0.5, split_seed=0, train_limit=4000, test_limit=100)
+    fetch.prepare(raw_dir, out, val_fraction=0.5, split_seed=0, train_limit=4000, test_limit=100)
     arrays, _ = data.load_prepared(out)
     x = torch.tensor(arrays["train_images"].reshape(-1, 784) / 255.0, dtype=torch.float32)
     y = torch.tensor(arrays["train_labels"].astype("int64"))

@@ -1,5 +1,7 @@
-"""The rendered summary: escaping of hostile names, and the page opened in headless Chromium
-(no console errors, every image decodes, every section present; a screenshot kept as a test artifact)."""
+"""The rendered summary: escaping of hostile names, the first screen's answer, and the page opened in
+headless Chromium (no console errors, every run's detail inserted only when opened, every image
+decodes, every section present, the published tables' columns in view at 1280 px; screenshots kept as
+test artifacts)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,9 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = REPO / "test-artifacts"
 pytestmark = pytest.mark.slow  # draws ~40 real figures (and imports torch for the gallery)
 
-SECTIONS = ["overview", "leaderboard", "published", "findings", "effects", "tradeoffs", "runs", "dataset", "environment"]
+SECTIONS = ["overview", "leaderboard", "published", "findings", "records", "effects", "tradeoffs", "runs", "dataset", "environment"]
+# The page's one script (it inserts a run's detail when the run is opened): no text of the study in it.
+SCRIPT = re.compile(r"<script>(.*?)</script>", re.S)  # the one without a type: it runs
 
 
 def _write_run(run_dir: Path, m: dict, with_files: bool) -> Path:
@@ -104,8 +108,15 @@ def test_hostile_names_are_escaped_text(study):
     assert HOSTILE not in html and "alert(2)\">" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "&lt;img src=x onerror=" in html
-    # the only scripts are none at all: the page is static
-    assert "<script" not in html
+    # the one script that runs is the template's own, with no text of the study in it; the others are
+    # inert text (type text/html): each run's detail, inserted when the run is opened
+    (script,) = SCRIPT.findall(html)
+    template = (REPO / "src" / "fmnist" / "templates" / "summary.html.j2").read_text()
+    assert script in template
+    details = re.findall(r'<script type="text/html" class="detail">(.*?)</script>', html, re.S)
+    assert html.count("<script") == 1 + len(details) == html.count("</script>")
+    assert len(details) == len(study["studies"]["default"]) + len(study["studies"]["batch"]) + 1  # runs, a folded table
+    assert any("&lt;img src=x onerror=" in d for d in details)  # the hostile reason, escaped inside its block
 
 
 def test_sections_and_content(study):
@@ -129,6 +140,42 @@ def test_sections_and_content(study):
     assert 'id="finding-help"' in findings and "seeds would halve it" in findings
 
 
+def test_first_screen_says_what_was_judged_and_where_the_record_is(study):
+    """The top box: the study's kind and the verdict counts; the committed record in its own section,
+    linked relative to the page, apart from this study's runs."""
+    html = study["html"].read_text()
+    top = html[html.index('id="verdicts"'):html.index("</div>", html.index('id="verdicts"'))]
+    # 4 epochs run of a 10-epoch budget against reports that trained 40-100 epochs: short budget
+    assert "A short-budget study" in top and "at most 10 epochs" in top
+    assert "3 of 4" in top and "consistent" in top  # judged (report B's two, report E's VGG12), one not run
+    records = html[html.index('<section id="records">'):html.index("</section>", html.index('<section id="records">'))]
+    assert "docs/record/cpu" in records and "cpu (x86_64" in records
+    summary = Path(study["html"]).parent / re.search(r'href="([^"]*docs/record/cpu/summary\.html)"', records).group(1)
+    assert summary.resolve() == (REPO / "docs" / "record" / "cpu" / "summary.html").resolve()
+    assert re.search(r'href="[^"]*docs/record/cpu/README\.md"', top)
+    # the record's runs are not this study's: none of its run ids is among the page's runs
+    record_runs = pd.read_csv(REPO / "docs" / "record" / "cpu" / "runs.csv")["run_id"]
+    assert not any(f'id="run-{rid}"' in html for rid in record_runs)
+    # "not run" rows fold into one line per report
+    assert html.count('class="notrun"') == 1 and "1 published figure not run" in html
+
+
+@pytest.mark.parametrize("rows, runs, kind, words", [
+    ([], [2], "short-budget study", "none of the published"),
+    ([{"runs": 3, "verdict": "consistent", "published_epochs": 40, "our_epochs_max": 40}], [40],
+     "reproduction", "1 of the 1"),
+    ([{"runs": 3, "verdict": "consistent", "published_epochs": None, "published_best_epoch": 8,
+       "our_epochs_max": 40}], [40], "reproduction", "at least the report's epochs"),
+    ([{"runs": 3, "verdict": "consistent", "published_epochs": 40, "our_epochs_max": 2},
+      {"runs": 0, "verdict": "not run", "published_epochs": 100}], [2], "short-budget study", "1 of the 1"),
+    ([{"runs": 3, "verdict": "consistent", "published_epochs": None, "published_best_epoch": 17,
+       "our_epochs_max": 4}], [4], "short-budget study", "trained longer"),
+])
+def test_study_kind_rule(rows, runs, kind, words):
+    got = report.study_kind(rows, pd.DataFrame({"epochs_max": runs}))
+    assert got["kind"] == kind and words in got["why"], got
+
+
 def _chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess:
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
            "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
@@ -142,10 +189,17 @@ PROBE_HEAD = """<script>window.__errs=[];window.__alerts=[];window.alert=functio
 const __ce=console.error;console.error=function(...a){__errs.push(a.join(' '));__ce.apply(console,a)};
 window.addEventListener('error',e=>{__errs.push('error: '+(e.message||(e.target&&(e.target.src||e.target.href))||'?'))},true);
 </script>"""
-PROBE_TAIL = """<script>window.addEventListener('load',()=>{const imgs=[...document.images];const b=document.body.dataset;
+# Before any run is opened, the page holds no run's curves or confusion table (they wait as text);
+# then every run and folded table is opened, and what the templates inserted is counted.
+PROBE_TAIL = """<script>window.addEventListener('load',()=>{const b=document.body.dataset;
+b.closedsvg=document.querySelectorAll('svg.curves').length;b.closedcm=document.querySelectorAll('table.confusion').length;
+document.querySelectorAll('details').forEach(d=>{d.open=true});
+setTimeout(()=>{const imgs=[...document.images];
 b.images=imgs.length;b.broken=imgs.filter(i=>!(i.complete&&i.naturalWidth>0)).map(i=>i.alt).join('|');
+b.svg=document.querySelectorAll('svg.curves polyline').length;b.cm=document.querySelectorAll('table.confusion').length;
+b.templates=document.querySelectorAll('details > script.detail').length;
 b.errors=JSON.stringify(__errs);b.alerts=__alerts.length;b.rows=document.querySelectorAll('#leaderboard-table tr').length-1;
-b.sections=[...document.querySelectorAll('section')].map(s=>s.id).join(' ');b.done='1'})</script>"""
+b.sections=[...document.querySelectorAll('section')].map(s=>s.id).join(' ');b.done='1'},200)})</script>"""
 
 
 @pytest.fixture()
@@ -167,8 +221,11 @@ def test_page_in_headless_chromium(chromium, study, tmp_path):
     assert attrs.get("done") == "1", proc.stderr[-3000:]
     assert json.loads(attrs["errors"].replace("&quot;", '"')) == []
     assert attrs["broken"] == "", f"images that did not decode: {attrs['broken']}"
-    n_images = int(attrs["images"])
-    assert n_images >= 2 * 15 + 6  # two per run with files, plus the study and dataset figures
+    assert attrs["closedsvg"] == "0" and attrs["closedcm"] == "0"  # nothing of a run before it is opened
+    assert attrs["templates"] == "0"  # opening inserted every one
+    assert int(attrs["svg"]) == 2 * 2 * 15  # train and validation, loss and accuracy, per run with files
+    assert int(attrs["cm"]) == 15  # a confusion table per run with files
+    assert int(attrs["images"]) == 6  # the study and dataset figures (effects, Pareto, sweep, three of the data)
     assert attrs["alerts"] == "0"  # the hostile run name did not execute
     assert attrs["sections"].split() == SECTIONS
     leaderboard = pd.read_csv(study["root"] / "tables" / "leaderboard.csv")
@@ -183,15 +240,19 @@ def test_page_in_headless_chromium(chromium, study, tmp_path):
     assert shot.exists() and shot.stat().st_size > 10_000
 
 
-# Injected into a test copy: where the published tables' verdict cells lie and how tall their rows are.
+# Injected into a test copy: where the published tables' verdict, ours, interval, difference and CI
+# cells lie (the folded tables opened too), and how tall their rows are.
 LAYOUT_PROBE = """<script>window.addEventListener('load',()=>{const b=document.body.dataset;
-const tables=[...document.querySelectorAll('table.published')].filter(t=>t.offsetParent!==null);
-const cells=tables.flatMap(t=>[...t.querySelectorAll('th.verdict, td.verdict')]);
-b.viewport=window.innerWidth;b.tables=tables.length;b.verdicts=cells.length;
-b.verdictright=Math.max(...cells.map(c=>c.getBoundingClientRect().right-Math.min(window.innerWidth,(c.closest('.scroll')||document.body).getBoundingClientRect().right)));
+document.querySelectorAll('details.notrun').forEach(d=>{d.open=true});
+setTimeout(()=>{const tables=[...document.querySelectorAll('table.published')].filter(t=>t.offsetParent!==null);
+b.viewport=window.innerWidth;b.tables=tables.length;
+const past=sel=>{const cells=tables.flatMap(t=>[...t.querySelectorAll(sel)]);
+  return [cells.length,Math.max(...cells.map(c=>c.getBoundingClientRect().right-Math.min(window.innerWidth,(c.closest('.scroll')||document.body).getBoundingClientRect().right)))]};
+for(const col of ['verdict','ours','pi','diff','ci']){const [n,r]=past('th.'+col+', td.'+col);b['n'+col]=n;b['past'+col]=r}
+b.scrollers=tables.filter(t=>{const s=t.closest('.scroll');return s&&s.scrollWidth>s.clientWidth}).length;
 b.rowheight=Math.max(...tables.flatMap(t=>[...t.rows].slice(1)).map(r=>r.getBoundingClientRect().height));
 b.line=parseFloat(getComputedStyle(document.querySelector('table.published td')).lineHeight)||16;
-b.done='1'})</script>"""
+b.done='1'},200)})</script>"""
 
 
 RECORD = REPO / "docs" / "record" / "cpu" / "b_valloss"
@@ -217,8 +278,10 @@ def record_page(tmp_path_factory) -> Path:
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (CI installs it)")
 def test_published_verdicts_are_in_view_at_1280_px(record_page, tmp_path):
-    """At 1280 px the verdict column of every open published table lies inside the viewport (no
-    horizontal scroll to reach it, not even within its table's scroll box), and the long notes do not make rows tall (they fold away)."""
+    """At 1280 px the verdict, our mean, our prediction interval, the difference and the CI of our mean
+    lie inside the viewport in every published table, folded ones opened (no horizontal scroll to
+    reach them, not even within a table's scroll box), and the long notes do not make rows tall (they
+    fold away)."""
     probe = tmp_path / "layout.html"
     probe.write_text(record_page.read_text().replace("</body>", LAYOUT_PROBE + "</body>", 1))
     proc = _chromium("--window-size=1280,2000", "--virtual-time-budget=5000", "--dump-dom", probe.as_uri(), tmp=tmp_path)
@@ -226,10 +289,12 @@ def test_published_verdicts_are_in_view_at_1280_px(record_page, tmp_path):
     assert body, f"chromium printed no DOM:\n{proc.stderr[-3000:]}"
     attrs = dict(re.findall(r'data-([a-z]+)="([^"]*)"', body.group(0)))
     assert attrs.get("done") == "1", proc.stderr[-3000:]
-    assert int(attrs["viewport"]) <= 1280 and int(attrs["tables"]) >= 2  # reports B and D
-    assert int(attrs["verdicts"]) >= 2 * int(attrs["tables"])  # a header and at least one row each
-    # how far the furthest verdict cell reaches past what is visible (its scroll box, the viewport)
-    assert float(attrs["verdictright"]) <= 0, attrs
+    assert int(attrs["viewport"]) <= 1280 and int(attrs["tables"]) >= 2  # reports B and D, and the folded ones
+    for col in ("verdict", "ours", "pi", "diff", "ci"):
+        assert int(attrs[f"n{col}"]) >= 2 * int(attrs["tables"]), (col, attrs)  # a header and a row each at least
+        # how far the furthest such cell reaches past what is visible (its scroll box, the viewport)
+        assert float(attrs[f"past{col}"]) <= 0, (col, attrs)
+    assert attrs["scrollers"] == "0", attrs
     # label (up to two lines), experiment id and a folded note: never the note's many lines
     assert float(attrs["rowheight"]) <= 5 * float(attrs["line"]), attrs
     ARTIFACTS.mkdir(exist_ok=True)
@@ -237,3 +302,15 @@ def test_published_verdicts_are_in_view_at_1280_px(record_page, tmp_path):
     shot.unlink(missing_ok=True)
     _chromium("--window-size=1280,3000", f"--screenshot={shot}", record_page.as_uri(), tmp=tmp_path)
     assert shot.exists()
+
+
+def test_confusion_table_shades_each_cell_by_its_share_of_the_true_class(tmp_path):
+    classes = ["T-shirt/top", "Trouser", "Shirt"]
+    csv = tmp_path / "confusion.csv"
+    pd.DataFrame([[80, 2, 18], [1, 97, 2], [0, 0, 0]], columns=classes,
+                 index=pd.Index(classes, name="true \\ predicted")).to_csv(csv)
+    cm = report.confusion_table(csv)
+    assert cm["classes"] == classes and [r["name"] for r in cm["rows"]] == classes
+    assert cm["rows"][0]["cells"] == [(80, 8), (2, 0), (18, 1)]
+    assert cm["rows"][1]["cells"] == [(1, 0), (97, 9), (2, 0)]
+    assert cm["rows"][2]["cells"] == [(0, 0), (0, 0), (0, 0)]  # a class with no test image

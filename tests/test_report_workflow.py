@@ -21,7 +21,7 @@ def test_summary_and_snakemake_report_zip(tmp_path):
     root = make_workflow(tmp_path / "wf", cfg)
     snakemake(root, "reports/summary.html")
     html = (root / "reports" / "summary.html").read_text()
-    for section in ("overview", "leaderboard", "published", "effects", "tradeoffs", "runs", "dataset", "environment"):
+    for section in ("overview", "leaderboard", "published", "records", "effects", "tradeoffs", "runs", "dataset", "environment"):
         assert f'<section id="{section}">' in html
     assert "standard_cnn.mixup.b_default.s1" in html
     tables = root / "results" / "tables"

@@ -15,17 +15,19 @@ during a study, so the core install and the training jobs do not grow. What we c
   figures, tags `study` (comma-separated when several studies share it), `experiment`, `seed`,
   `model`, `augmentation`, `setting`, `status`, and `metrics.json` / `history.csv` as artifacts. A run
   already in the store with the same config hash and history is skipped, so exporting is repeatable.
-- MLflow 3 keeps the plain-folder ("file store") backend in maintenance mode and refuses it unless
-  MLFLOW_ALLOW_FILE_STORE is set; `--mlflow DIR` sets it for this process (a local folder is what
-  the issue asked for and needs no server). Any other tracking URI (`sqlite:///...`, a server) works
-  through `--mlflow-uri`.
+- MLflow: `--mlflow DIR` writes an SQLite store, DIR/mlflow.db, with the runs' artifacts in
+  DIR/artifacts (MLflow 3 keeps its plain-folder "file store" in maintenance mode and refuses it
+  without an environment variable; SQLite is its recommended local store). The command prints how
+  to open it: `mlflow ui --backend-store-uri sqlite:///DIR/mlflow.db`. The `export` extra installs
+  `mlflow` (its web UI, Flask, SQLAlchemy and Alembic for the SQLite store), not only mlflow-skinny,
+  whose wheel has neither the UI nor the store's migrations' dependencies. Any other tracking URI
+  (a server, another database) works through `--mlflow-uri`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,10 +145,36 @@ def to_tensorboard(runs: list[FinishedRun], dest: Path | str, log: Callable[[str
 
 # --- MLflow ----------------------------------------------------------------------------------------
 
+STORE_DB = "mlflow.db"
+ARTIFACTS = "artifacts"
+
+
 def mlflow_uri_for(directory: Path | str) -> str:
-    """A local folder as an MLflow file store URI, allowed for this process (see the module docstring)."""
-    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-    return Path(directory).resolve().as_uri()
+    """A local folder as an MLflow SQLite store: DIR/mlflow.db (created with DIR; artifacts go to
+    DIR/artifacts, see `to_mlflow`). A folder that holds an older plain-folder store is refused."""
+    directory = Path(directory).resolve()
+    if any(directory.glob("*/meta.yaml")):
+        raise ExportError(f"{directory} holds an MLflow file store (a plain folder of runs), which MLflow 3 "
+                          f"refuses by default; export to a new folder (an SQLite store, {STORE_DB}, is "
+                          "written there), or name the old store with --mlflow-uri and set MLFLOW_ALLOW_FILE_STORE=true")
+    directory.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{directory / STORE_DB}"
+
+
+def _artifact_location(tracking_uri: str) -> str | None:
+    """Where a new experiment of a local SQLite store keeps its artifacts: beside the database (MLflow's
+    default, ./mlruns of the working directory, would scatter them)."""
+    if tracking_uri.startswith("sqlite:///"):
+        return (Path(tracking_uri[len("sqlite:///"):]).parent / ARTIFACTS).as_uri()
+    return None
+
+
+def open_hint(tracking_uri: str) -> str:
+    """How to look at what was exported."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {tracking_uri} in a browser"
+    return (f"open it with: mlflow ui --backend-store-uri {tracking_uri}  (then http://127.0.0.1:5000; "
+            "`mlflow ui` comes with pip install -e '.[export]')")
 
 
 def to_mlflow(runs: list[FinishedRun], tracking_uri: str, experiment: str = "fmnist",
@@ -159,8 +187,13 @@ def to_mlflow(runs: list[FinishedRun], tracking_uri: str, experiment: str = "fmn
     import time
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    exp_id = found.experiment_id if found else client.create_experiment(experiment)
+    try:
+        found = client.get_experiment_by_name(experiment)
+    except ImportError as exc:  # an SQLite store needs SQLAlchemy and Alembic, which mlflow-skinny lacks
+        raise ExportError(f"the MLflow store {tracking_uri} needs {exc.name or exc}; install the export extra, "
+                          "which brings mlflow with them: pip install -e '.[export]'") from None
+    exp_id = found.experiment_id if found else client.create_experiment(
+        experiment, artifact_location=_artifact_location(tracking_uri))
     written = skipped = 0
     for r in runs:
         existing = client.search_runs([exp_id], filter_string=f"tags.`fmnist.run_id` = '{r.run_id}'")
@@ -184,5 +217,6 @@ def to_mlflow(runs: list[FinishedRun], tracking_uri: str, experiment: str = "fmn
             client.log_artifact(rid, str(r.directory / name))
         client.set_terminated(rid, RunStatus.to_string(RunStatus.FINISHED))
         written += 1
-    log(f"mlflow: {written} run(s) written, {skipped} unchanged, to experiment {experiment!r} at {tracking_uri}")
+    log(f"mlflow: {written} run(s) written, {skipped} unchanged, to experiment {experiment!r} at {tracking_uri}; "
+        + open_hint(tracking_uri))
     return {"written": written, "unchanged": skipped}

@@ -1,4 +1,6 @@
-"""Figures of one run (learning curves, confusion matrix) as PNG, drawn with matplotlib's Agg backend."""
+"""Figures of one run (learning curves, confusion matrix) and of the study, drawn with matplotlib's Agg
+backend and written as palette PNGs (at most 256 colours: a quarter of the bytes of matplotlib's
+RGBA PNG, which matters in a report that embeds one figure per run)."""
 
 from __future__ import annotations
 
@@ -7,9 +9,37 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import io  # noqa: E402
+
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from PIL import Image  # noqa: E402
+
+PALETTE_COLOURS = 128  # enough for anti-aliased lines and a colour map's shades; 256 adds bytes, not detail
+
+
+def quantized_png(image: Image.Image, colours: int = PALETTE_COLOURS) -> bytes:
+    """An image as an optimized palette PNG, transparency flattened on white."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, "white")
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        image = flat
+    quantized = image.convert("RGB").quantize(colors=colours, method=Image.Quantize.MEDIANCUT,
+                                              dither=Image.Dither.NONE)
+    buf = io.BytesIO()
+    quantized.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def save_png(fig, out: Path | str) -> None:
+    """Write a figure as a palette PNG (see `quantized_png`)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    buf.seek(0)
+    with Image.open(buf) as im:
+        Path(out).write_bytes(quantized_png(im))
 
 
 def learning_curves(history_csv: Path | str, out: Path | str, title: str = "", best_epoch: int | None = None) -> None:
@@ -35,7 +65,7 @@ def learning_curves(history_csv: Path | str, out: Path | str, title: str = "", b
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(out)
+    save_png(fig, out)
     plt.close(fig)
 
 
@@ -56,7 +86,7 @@ def confusion(confusion_csv: Path | str, out: Path | str, title: str = "") -> No
     ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix (test)")
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
     fig.tight_layout()
-    fig.savefig(out)
+    save_png(fig, out)
     plt.close(fig)
 
 
@@ -71,7 +101,7 @@ def _empty(ax, text: str) -> None:
 def effects(effects_csv: Path | str, out: Path | str) -> None:
     """Forest plot: each augmentation's paired change in test accuracy vs the baseline, with its 95% CI."""
     fig = effects_figure(pd.read_csv(effects_csv))
-    fig.savefig(out)
+    save_png(fig, out)
     plt.close(fig)
 
 
@@ -134,14 +164,14 @@ def sweep(sweep_csv: Path | str, out: Path | str, title: str = "", log_x: bool |
         ax.legend(fontsize=8)
     ax.set_title(title or "sweep", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out)
+    save_png(fig, out)
     plt.close(fig)
 
 
 def pareto(experiments_csv: Path | str, out: Path | str) -> None:
     """Mean test accuracy against parameters and against training time, the Pareto front joined."""
     fig = pareto_figure(pd.read_csv(experiments_csv))
-    fig.savefig(out)
+    save_png(fig, out)
     plt.close(fig)
 
 
@@ -243,7 +273,7 @@ def class_distribution(prepared: Path | str, out: Path | str) -> None:
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out)
+    save_png(fig, out)
     plt.close(fig)
 
 
@@ -287,5 +317,5 @@ def class_samples(prepared: Path | str, out: Path | str, per_class: int = 10, se
         spine.set_visible(False)
     ax.set_title("Training images, one row per class", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out)
+    save_png(fig, out)
     plt.close(fig)

@@ -1,4 +1,4 @@
-# The run cache without surprises (fmnist.runcache; README, Reliability): forced runs retrain and
+# The run cache without surprises (fmnist.runcache; docs/reliability.md): forced runs retrain and
 # replace their cache entries, and results link to their entries by relative paths.
 
 # `--forceall`, `--forcerun train` and `--forcerun`/`--force` naming a run's file make those runs

@@ -46,7 +46,7 @@ if config["smoke"]:
     workdir: fmnist_smoke.WORKDIR
 
 
-# The run cache (README, Reliability): profiles/default turns on `--cache`; its store is
+# The run cache (docs/reliability.md): profiles/default turns on `--cache`; its store is
 # $SNAKEMAKE_OUTPUT_CACHE, by default cache/ in the working directory (smoke/cache in smoke mode, so
 # smoke results never mix with real ones). Absolute, because Snakemake links each run's outputs to
 # their cache entries.

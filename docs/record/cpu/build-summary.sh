@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the CPU record's summary.html with main's workflow from the record's finished runs (session 11).
+# Build the CPU record's summary.html with main's workflow from the record's finished runs.
 #
 # Usage, from main's checkout, once every run of the record has finished:
 #   git worktree add ../fmnist-record-report HEAD

@@ -23,7 +23,7 @@ class Preset:
     args: dict[str, Any]
     """Constructor arguments with their defaults; the keys are also the arguments a config may set."""
     source: str
-    """Report id (A-E, see STUDY.md) the architecture comes from."""
+    """Report id (A-E, see docs/fidelity.md) the architecture comes from."""
     summary: str
     train: dict[str, Any] = field(default_factory=dict)
     """Training overrides the report used with this model (applied before augmentation and setting)."""
