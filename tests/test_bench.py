@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -183,68 +187,240 @@ def test_dmon_parser_on_a_recorded_sample():
     assert bench.parse_dmon(older) == {"0": [12.0]}
 
 
+def _slot_log(gpu: str, slots: str, start: float, end: float | None) -> str:
+    text = f"gpu slot: GPU {gpu}, slot(s) {slots} of 12 taken at {start:.3f} (pid 1, CUDA_VISIBLE_DEVICES={gpu})\n"
+    text += "epoch 1 ...\n"
+    return text + (f"gpu slot: GPU {gpu}, slot(s) {slots} released at {end:.3f}\n" if end is not None else "")
+
+
+def test_slot_lines_are_read_as_the_jobs_write_them(tmp_path, monkeypatch):
+    """The reader parses the very lines fmnist.gpus.place_job/release_job log (not a copy of them)."""
+    from fmnist import gpus
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    lines: list[str] = []
+    placement = json.dumps({"devices": ["3"], "slots": 4, "lock_dir": str(tmp_path / "locks")})
+    got = gpus.place_job(2, placement, log=lines.append)
+    gpus.release_job(got, log=lines.append)
+    (interval,) = bench.slot_intervals({"run.a": "\n".join(["setup", *lines, "done"])})
+    assert interval["job"] == "run.a" and interval["gpu"] == "3" and interval["slots"] == 2
+    assert 0 <= interval["end"] - interval["start"] < 5
+
+
+def test_concurrency_reads_packing_from_the_slot_lines():
+    packed = {"a": _slot_log("0", "0", 100.0, 110.0), "b": _slot_log("0", "1", 102.0, 112.0),
+              "c": _slot_log("0", "2", 104.0, 108.0), "plot": "no slot here\n"}
+    c = bench.concurrency(bench.slot_intervals(packed))
+    assert c["packed"] and c["max_side_by_side"] == 3 and c["jobs_placed"] == 3
+    assert c["window"] == [100.0, 112.0] and c["window_seconds"] == 12.0
+    # job-seconds 10 + 10 + 4 over 12 busy seconds
+    assert c["mean_side_by_side"] == 2.0
+    ivs = bench.slot_intervals(packed)
+    assert bench.side_by_side_during(ivs[0], ivs) == 2.2  # over a's 10 s: itself 10, b 8, c 4 job-seconds
+    # one after another (an end and a start at the same instant do not overlap): not packed
+    serial = {"a": _slot_log("0", "0", 100.0, 110.0), "b": _slot_log("0", "0", 110.0, 120.0)}
+    c = bench.concurrency(bench.slot_intervals(serial))
+    assert not c["packed"] and c["max_side_by_side"] == 1 and "one job at a time" in c["why_not_packed"]
+    # two GPUs, one job each at the same time: not packed either (no GPU carried two)
+    spread = {"a": _slot_log("0", "0", 100.0, 110.0), "b": _slot_log("1", "0", 100.0, 110.0)}
+    assert not bench.concurrency(bench.slot_intervals(spread))["packed"]
+    # no slot lines at all (CPU, or unplaced jobs): never called packed
+    c = bench.concurrency(bench.slot_intervals({"a": "trained\n"}))
+    assert not c["packed"] and c["window"] is None and "unplaced" in c["why_not_packed"]
+    # a job killed before its release line: named, and the window unknown
+    c = bench.concurrency(bench.slot_intervals({"a": _slot_log("0", "0", 1.0, 2.0), "b": _slot_log("0", "1", 1.0, None)}))
+    assert c["jobs_without_release"] == ["b"] and c["window"] is None
+
+
+# `nvidia-smi dmon -s u -d 1` lines as `Dmon` writes them: each prefixed with the time it was read
+DMON_TIMED = "".join(f"{t}\t{line}\n" for t, line in [
+    (99.0, "# gpu     sm    mem    enc    dec"), (99.0, "# Idx      %      %      %      %"),
+    (99.5, "    0      1      0      0      0"),     # before the window: the report's data prep
+    (100.5, "    0     80     10      0      0"), (101.5, "    0     90     10      0      0"),
+    (102.5, "    0      -     10      0      0"),     # not supported: skipped
+    (111.5, "    0     70     10      0      0"),
+    (113.0, "    0      2      0      0      0"),     # after: plots and the report
+    (114.0, "    0     3"),                          # cut off
+])
+
+
+def test_sm_is_taken_over_the_training_window_only():
+    samples = bench.parse_dmon_timed(DMON_TIMED)
+    assert samples == [(99.5, "0", 1.0), (100.5, "0", 80.0), (101.5, "0", 90.0), (111.5, "0", 70.0), (113.0, "0", 2.0)]
+    sm = bench.sm_over_window(samples, [100.0, 112.0])
+    assert sm["sm_mean_percent_training_window"] == 80.0 and sm["sm_samples_in_window"] == 3
+    assert sm["sm_mean_percent_whole_workflow"] == 48.6  # what the old bench reported
+    assert bench.sm_over_window(samples, None)["sm_mean_percent_training_window"] is None
+    assert bench.sm_over_window(samples, [100.0, 112.0], gpus={"1"})["sm_samples"] == 0
+
+
+def test_plan_against_measured_runs():
+    planned = {"a": 10.0, "b": 10.0, "c": None}
+    r = bench.plan_vs_measured(planned, {"a": 12.0, "b": 7.0})
+    assert r["runs"]["a"] == {"planned": 10.0, "measured": 12.0, "ratio": 1.2, "within": True}
+    assert not r["runs"]["b"]["within"] and not r["all_within"] and r["worst_ratio"] == 0.7
+    assert r["median_ratio"] == 0.95
+    assert bench.plan_vs_measured(planned, {"a": 12.5})["all_within"]
+    assert not bench.plan_vs_measured(planned, {"a": 12.6})["all_within"]
+    r = bench.plan_vs_measured(planned, {"a": 10.0, "c": 10.0})  # a run without a plan never passes
+    assert r["unplanned"] == ["c"] and not r["all_within"]
+    assert not bench.plan_vs_measured(planned, {})["all_within"]
+    m = bench.makespan_check(40.0, 46.0)
+    assert m == {"planned_seconds": 40.0, "measured_seconds": 46.0, "ratio": 1.15, "within": True}
+    assert not bench.makespan_check(40.0, 51.0)["within"] and not bench.makespan_check(0.0, 5.0)["within"]
+
+
+def test_packed_speedup_from_steady_state_throughput():
+    """n jobs side by side, each at packed/alone of its speed alone, carry n x packed/alone of one job."""
+    r = bench.packed_speedup_measured({"a": 2000.0, "b": 1500.0, "x": 10.0}, {"a": 8000.0, "b": 6000.0},
+                                      {"a": 12.0, "b": 8.0, "x": 12.0})
+    assert r["runs"]["a"] == {"side_by_side": 12.0, "packed_over_alone": 0.25, "speedup": 3.0}
+    assert r["runs"]["b"]["speedup"] == 2.0 and "x" not in r["runs"]
+    assert r["speedup"] == 2.5 and r["side_by_side"] == 10.0
+    assert bench.packed_speedup_measured({}, {"a": 1.0}, {})["speedup"] is None
+
+
+def test_run_bounded_kills_the_whole_process_group(tmp_path):
+    """On a timeout no grandchild survives (a training job Snakemake started would load the GPU for
+    every later part)."""
+    from fmnist.bench.common import run_bounded
+
+    pidfile = tmp_path / "grandchild.pid"
+    child = ("import subprocess, sys, time; p = subprocess.Popen(['sleep', '120']); "
+             f"open({str(pidfile)!r}, 'w').write(str(p.pid)); print('started', flush=True); time.sleep(120)")
+    rc, seconds, output = run_bounded([sys.executable, "-c", child], timeout=2, grace=2)
+    assert rc is None and seconds < 30 and "started" in output
+    pid = int(pidfile.read_text())
+    for _ in range(50):
+        if not _alive(pid):
+            break
+        time.sleep(0.1)
+    assert not _alive(pid), "the grandchild outlived the timeout"
+    rc, _, output = run_bounded([sys.executable, "-c", "print('ok')"], timeout=30)
+    assert rc == 0 and output.strip() == "ok"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
 GPU_RESULT = {
-    "device": "cuda", "cores": 16, "parts": {
-        "packed_default_study": {"command": "snakemake --cores 16 --resources gpu=1", "runs": 12,
-                                 "wall_seconds": 41.5, "sm_mean_percent": 35.2, "sm_samples": 40, "gpus_seen": ["0"]},
-        "one_job_at_a_time_sample": {"runs": ["a", "b"], "wall_seconds": 40.0, "seconds_per_run": 20.0,
-                                     "estimated_study_seconds_one_at_a_time": 240.0, "sm_mean_percent": 4.0},
+    "device": "cuda", "cores": 16, "budget": 330.0, "nvidia_smi": "/usr/bin/nvidia-smi", "elapsed_seconds": 301.0,
+    "parts": {
+        "default_study": {"wall_seconds": 41.5, "runs": 12, "finished": 12, "packed": True, "max_side_by_side": 12,
+                          "window_seconds": 30.2, "sm_mean_percent_training_window": 81.3,
+                          "sm_mean_percent_whole_workflow": 60.1, "seconds": 42.0},
+        "one_at_a_time": {"seconds": 40.0},
+        "packed_speedup": {"speedup": 5.1, "side_by_side": 11.5, "plan_says": 5.57, "seconds": 0.0},
+        "plan_check": {"plan": {}, "alone": {"runs": {"a": {}}, "all_within": True, "median_ratio": 1.02,
+                                             "worst_ratio": 1.1},
+                       "packed": {"runs": {"a": {}}, "all_within": False, "median_ratio": 1.3, "worst_ratio": 1.4},
+                       "makespan_vs_training_window": {"ratio": 1.2}, "seconds": 20.0},
+        "loop_vs_reports": {"fp32": {"ratio": 2.1}, "bf16": {"ratio": 4.3}, "seconds": 30.0},
+        "full_study_plan": {"wall_hours": 3.2, "seconds": 50.0},
         "step_times": {"error": "RuntimeError: compile failed"},
-        "throughput_vs_reports_loop": {"reference_images_per_s": 11900.0, "fmnist_images_per_s": 22800.0,
-                                       "ratio": 1.91},
-        "full_study_plan": {"unit": "GPU-hours", "hours": 33.9, "wall_hours": 6.1,
-                            "machine": "1 GPU(s) x 12 slots of 11750 MB"},
+        "fused_seeds": {"skipped": "budget spent (3s of 330s left)"},
     },
-    "packing_ratio": 5.78, "total_seconds": 301.0,
+    "total_seconds": 301.0,
 }
 
 
-def test_gpu_result_writer_and_table(tmp_path):
+def test_gpu_summary_reads_at_a_glance(tmp_path):
     bench.write_gpu_result(GPU_RESULT, tmp_path / "out")
     assert json.loads((tmp_path / "out" / bench.GPU_BENCH_FILE).read_text()) == GPU_RESULT
     table = (tmp_path / "out" / bench.GPU_TABLE_FILE).read_text()
-    assert "--resources gpu=1, 12 runs: wall seconds" in table and "41.5" in table
-    assert "step_times: ERROR RuntimeError: compile failed" in table
-    assert "packing ratio (one at a time / packed): 5.78x" in table
-    assert "full study: GPU-hours (one job at a time)" in table and "6.1" in table
-    assert "1.91x" in table
+    assert "1 default study <= 45 s: 41.5 s wall, 12 of 12 runs, packed, up to 12 side by side" in table
+    assert "2 SM >= 80% over the training window (30.2 s): 81.3 (whole workflow 60.1)" in table
+    assert "3 full study <= 4 wall-hours: 3.2 h; plan within 25%: alone yes (median 1.02, worst 1.1), " \
+           "packed NO (median 1.3, worst 1.4), makespan/window 1.2" in table
+    assert "4 trainer >= 4x the reports' loop: fp32 2.1x, bf16 4.3x" in table
+    assert "step_times ERROR, fused_seeds skipped" in table
+    assert "  step_times: ERROR RuntimeError: compile failed" in table
+    assert len(table.splitlines()) <= 15
+    unpacked = json.loads(json.dumps(GPU_RESULT))
+    unpacked["parts"]["default_study"].update(packed=False, why_not_packed="the jobs' slot lines show one job at a time")
+    bench.write_gpu_result(unpacked, tmp_path / "out")
+    assert "NOT packed (the jobs' slot lines show" in (tmp_path / "out" / bench.GPU_TABLE_FILE).read_text()
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the error exists only where CUDA is missing")
-def test_bench_gpu_without_cuda_is_a_clear_error(prepared_small, tmp_path, capsys):
-    assert cli.main(["bench", "gpu", "--data", str(prepared_small), "--out", str(tmp_path / "o")]) == 2
-    assert "bench gpu needs a CUDA GPU" in capsys.readouterr().err
-    assert not (tmp_path / "o").exists()  # nothing started
+def test_bench_gpu_without_cuda_says_so_and_skips(tmp_path, capsys):
+    """Without CUDA nothing runs in the GPU parts' place (no one-at-a-time figures passed off as them)."""
+    if not torch.cuda.is_available():  # the command: the summary, then a clear error
+        assert cli.main(["bench", "gpu", "--out", str(tmp_path / "o")]) == 2
+        assert "bench gpu needs a CUDA GPU" in capsys.readouterr().err
+        assert "NO CUDA HERE" in (tmp_path / "o" / bench.GPU_TABLE_FILE).read_text()
+    r = bench.gpu(tmp_path / "p", cuda=False, smi=None, log=lambda _m: None)
+    assert r["no_cuda"] and all("no CUDA" in p["skipped"] for p in r["parts"].values())
+    table = (tmp_path / "p" / bench.GPU_TABLE_FILE).read_text()
+    assert "NO CUDA HERE: every GPU part skipped" in table and "no nvidia-smi" in table
+    assert not (tmp_path / "p" / "study").exists()
 
 
-def test_bench_gpu_argument_errors(prepared_small, tmp_path, capsys):
-    assert cli.main(["bench", "gpu", "--sequential-runs", "0", "--data", str(prepared_small)]) == 2
+def test_bench_gpu_refuses_a_used_out(tmp_path, capsys):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "bench_gpu.json").write_text("{}")
+    assert cli.main(["bench", "gpu", "--device", "cpu", "--out", str(tmp_path / "o")]) == 2
+    assert "is not empty" in capsys.readouterr().err
+
+
+def test_bench_gpu_argument_errors(tmp_path, capsys):
+    assert cli.main(["bench", "gpu", "--sequential-runs", "0", "--out", str(tmp_path / "o")]) == 2
     assert "--sequential-runs must be at least 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["bench", "gpu", "--device", "mps"])
-    assert cli.main(["bench", "gpu", "--device", "cpu", "--data", str(tmp_path / "none.npz")]) == 2
-    assert "no prepared data" in capsys.readouterr().err
 
 
 @pytest.mark.slow
-def test_bench_gpu_rehearsed_on_the_cpu(prepared_small, tmp_path, monkeypatch):
-    """Every part of `bench gpu` runs end to end (the workflow calls, dmon absent, steps, throughput,
-    plan) with device cpu on a tiny study: what the GPU session runs is not tried there first."""
+def test_bench_gpu_rehearsed_on_the_cpu(tmp_path, monkeypatch, raw_dir):
+    """Every part of `bench gpu` runs end to end on a CPU on a tiny study from the raw IDX files, within
+    its budget: the unplaced CPU jobs are not called packed, SM is not measured without nvidia-smi."""
     from conftest import tiny_config, write_config
 
     monkeypatch.setenv("FMNIST_CACHE_DIR", str(tmp_path / "cache"))
     cfg = write_config(tmp_path, tiny_config(defaults={"epochs": 1}, studies={
         "tiny": {"models": ["standard_cnn"], "seeds": [0, 1]}}))
-    r = bench.gpu(tmp_path / "out", prepared_small, cores=2, sequential_runs=1, budget=800, configfile=cfg,
-                  plan_config=cfg, device="cpu", n_steps=2, images=128, plan_seconds=0.05, log=lambda _m: None)
-    errors = {k: v["error"] for k, v in r["parts"].items() if "error" in v}
+    t0 = time.perf_counter()
+    r = bench.gpu(tmp_path / "out", raw=raw_dir, cores=2, sequential_runs=1, budget=900, configfile=cfg,
+                  plan_config=cfg, device="cpu", n_steps=2, images=64, plan_seconds=0.05, repeats=1, warmup=1,
+                  log=lambda _m: None, smi=None)
+    assert time.perf_counter() - t0 < 900 + 30
+    errors = {k: v.get("error") or v.get("skipped") for k, v in r["parts"].items() if "seconds" not in v}
     assert not errors, errors
-    assert set(r["parts"]) == {"packed_default_study", "one_job_at_a_time_sample", "step_times", "fused_seeds",
-                               "throughput_vs_reports_loop", "full_study_plan"}
-    assert r["parts"]["packed_default_study"]["runs"] == 2 and r["packing_ratio"] > 0
-    assert (tmp_path / "out" / "packed" / "results" / "runs" / "standard_cnn.none.default.s1" / "metrics.json").exists()
+    s = r["parts"]["default_study"]
+    assert s["finished"] == 2 and not s["packed"] and "unplaced" in s["why_not_packed"]
+    assert s["sm"].startswith("not measured: no nvidia-smi")
+    assert r["parts"]["packed_speedup"]["speedup"] is None
+    pc = r["parts"]["plan_check"]
+    assert set(pc["alone"]["runs"]) == {"standard_cnn.none.default.s0"} and pc["packed"].startswith("not checked")
+    lr = r["parts"]["loop_vs_reports"]
+    assert lr["fp32"]["ratio"] > 0 and lr["bf16"]["ratio"] > 0
     assert r["parts"]["full_study_plan"]["hours"] > 0
     assert json.loads((tmp_path / "out" / bench.GPU_BENCH_FILE).read_text()) == r
+    assert "1 default study <= 45 s:" in (tmp_path / "out" / bench.GPU_TABLE_FILE).read_text()
+
+
+@pytest.mark.slow
+def test_bench_gpu_holds_its_budget_and_leaves_no_job_behind(tmp_path, monkeypatch, raw_dir):
+    """A budget too small for the study: the workflow and its jobs are killed at the budget, every later
+    part says the budget is spent, and the call returns within the budget and the kill's grace."""
+    from conftest import tiny_config, write_config
+
+    monkeypatch.setenv("FMNIST_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = write_config(tmp_path, tiny_config(defaults={"epochs": 3}, studies={
+        "tiny": {"models": ["standard_cnn"], "seeds": [0, 1]}}))
+    t0 = time.perf_counter()
+    r = bench.gpu(tmp_path / "out", raw=raw_dir, cores=2, budget=20, configfile=cfg, plan_config=cfg,
+                  device="cpu", log=lambda _m: None, smi=None)
+    assert time.perf_counter() - t0 < 20 + 15
+    assert "ran past the bench's budget" in r["parts"]["default_study"]["error"]
+    assert all("budget spent" in r["parts"][p]["skipped"] for p in ("one_at_a_time", "plan_check", "fused_seeds"))
+    time.sleep(1)
+    left = subprocess.run(["pgrep", "-f", str(tmp_path / "out")], capture_output=True, text=True).stdout.split()
+    assert not left, f"processes of the killed study still run: {left}"
 
 
 def _amp_metrics(acc: float, seconds: float) -> dict:

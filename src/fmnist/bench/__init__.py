@@ -12,7 +12,8 @@ so that load from other processes on the machine hits both alike and their ratio
 | `deform` | the fast CPU deformable convolution against torchvision's kernel |
 | `steps` | ms per trainer step in several numerics and launch modes |
 | `fused` | k seeds fused into one vmapped model against k trainer step loops |
-| `gpu` | the one prepared call for a GPU machine |
+| `gpu` | the one prepared call for a GPU machine: the four GPU goals |
+| `gpuread` | what `gpu` reads and checks: slot lines, timestamped dmon samples, plan against runs |
 | `amp` | a whole study in float32 and in bf16, paired run by run |
 | `common` | default files, the data check, a resolved run, timing and workflow helpers |
 """
@@ -40,6 +41,16 @@ from fmnist.bench.gpu import (
     sm_summary,
     write_gpu_result,
 )
+from fmnist.bench.gpuread import (
+    concurrency,
+    makespan_check,
+    packed_speedup_measured,
+    parse_dmon_timed,
+    plan_vs_measured,
+    side_by_side_during,
+    slot_intervals,
+    sm_over_window,
+)
 from fmnist.bench.speedrun import speedrun
 from fmnist.bench.steps import CPU_STEP_VARIANTS, CUDA_STEP_VARIANTS, STEP_VARIANTS, steps
 from fmnist.bench.throughput import (
@@ -56,7 +67,8 @@ __all__ = [
     "AMP_BENCH_FILE", "AMP_MODES", "CPU_STEP_VARIANTS", "CUDA_STEP_VARIANTS", "DEFAULT_CONFIG", "DEFAULT_DATA",
     "DEFORM_MODELS", "FULL_CONFIG", "GPU_BENCH_FILE", "GPU_TABLE_FILE", "SPEEDRUN_CONFIG", "STEP_VARIANTS",
     "ConfigError", "Dmon", "FmnistLoop", "ReferenceLoop", "amp", "amp_config", "amp_pairs", "amp_table",
-    "check_data", "dag", "deform", "fused_seeds", "gpu", "gpu_table", "parse_dmon", "reference_transform",
-    "require_cuda", "resolve_one", "sm_summary", "speedrun", "startup_cost", "steps", "throughput",
+    "check_data", "concurrency", "dag", "deform", "fused_seeds", "gpu", "gpu_table", "makespan_check", "packed_speedup_measured",
+    "parse_dmon", "parse_dmon_timed", "plan_vs_measured", "reference_transform",
+    "require_cuda", "resolve_one", "side_by_side_during", "slot_intervals", "sm_over_window", "sm_summary", "speedrun", "startup_cost", "steps", "throughput",
     "torchvision_root", "write_gpu_result", "write_idx",
 ]

@@ -3,9 +3,12 @@ the environment of a child process and a workflow run in a scratch folder."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -58,22 +61,59 @@ def ms_per_step(step, warmup: int, n_steps: int, dev) -> float:
 
 
 def run_workflow(workdir: Path, configfile: Path | str, cores: int, targets: list[str], config: list[str],
-              resources: list[str], timeout: float) -> tuple[float, str]:
-    """Run this checkout's workflow on `configfile` in `workdir`; (seconds, the end of its log)."""
+                 resources: list[str], timeout: float) -> tuple[float, str]:
+    """Run this checkout's workflow on `configfile` in `workdir`; (seconds, the end of its log). On a
+    timeout the whole process group goes (Snakemake and every job it started: `run_bounded`)."""
     workdir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "snakemake", *targets, "-s", str(REPO_ROOT / "Snakefile"),
            "--directory", str(workdir), "--configfile", str(Path(configfile).resolve()), "--cores", str(cores),
-           "--resources", *resources, "--config", *config]
+           "--resources", *resources, *snakemake_scheduler(), "--config", *config]
     env = {**child_env(), "SNAKEMAKE_OUTPUT_CACHE": str(workdir.resolve() / "cache")}
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=max(1.0, timeout), check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise RuntimeError(f"`{' '.join(cmd)}` ran past the bench's budget ({timeout:.0f}s left)") from exc
-    seconds = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"`{' '.join(cmd)}` failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
-    return seconds, (proc.stdout + proc.stderr)[-2000:]
+    rc, seconds, output = run_bounded(cmd, timeout, env)
+    if rc is None:
+        raise RuntimeError(f"`{' '.join(cmd)}` ran past the bench's budget ({timeout:.0f}s left); "
+                           f"its process group was killed:\n{output[-1500:]}")
+    if rc != 0:
+        raise RuntimeError(f"`{' '.join(cmd)}` failed:\n{output[-3000:]}")
+    return seconds, output[-2000:]
+
+
+def snakemake_scheduler() -> list[str]:
+    """`--scheduler greedy` where `pulp` (Snakemake's ILP scheduler) is not installed (a bare GPU host
+    with the carried wheels: docs/performance.md, GPUs), else nothing."""
+    import importlib.util
+
+    return [] if importlib.util.find_spec("pulp") else ["--scheduler", "greedy"]
+
+
+def run_bounded(cmd: list[str], timeout: float, env: dict[str, str] | None = None,
+                grace: float = 5.0) -> tuple[int | None, float, str]:
+    """Run `cmd` in a session of its own for at most `timeout` seconds: (exit code, or None when it ran
+    out of time; seconds; stdout and stderr). On the timeout the whole process group is sent SIGTERM,
+    then SIGKILL after `grace` seconds, so no job it started (a training process on the GPU) outlives it
+    and loads the machine for what is measured next."""
+    with tempfile.TemporaryFile("w+") as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env,
+                                start_new_session=True)
+        try:
+            rc: int | None = proc.wait(timeout=max(1.0, timeout))
+        except subprocess.TimeoutExpired:
+            rc = None
+            kill_group(proc, grace)
+        seconds = time.perf_counter() - t0
+        log.seek(0)
+        return rc, seconds, log.read()
+
+
+def kill_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM to `proc`'s whole process group (it leads its own session), then, after at most `grace`
+    seconds for the leader to end, SIGKILL to whatever of the group is left."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
 
 
 def child_env() -> dict[str, str]:

@@ -79,9 +79,12 @@ class ReferenceLoop:
         opt = cfg["optimizer"]
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=opt["lr"])
         self.criterion = torch.nn.CrossEntropyLoss()
+        self.bf16 = False  # bf16 autocast around forward and loss, as the trainer's `amp: bf16` (like with like)
 
     def steps(self, n: int, warmup: int) -> float:
         """Run `warmup` untimed steps (workers started, caches warm), then `n` timed ones; seconds."""
+        import torch
+
         self.model.train()
         it = iter(self.loader)
         running_loss, correct, seen = 0.0, 0, 0
@@ -92,8 +95,9 @@ class ReferenceLoop:
             images, labels = next(it)
             images, labels = images.to(self.device), labels.to(self.device)
             self.optimizer.zero_grad()
-            outputs = self.model(images)
-            loss = self.criterion(outputs, labels)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                outputs = self.model(images)
+                loss = self.criterion(outputs, labels)
             loss.backward()
             self.optimizer.step()
             running_loss += loss.item() * images.size(0)
@@ -134,8 +138,10 @@ def throughput(model: str = "standard_cnn", augmentation: str = "none", device: 
                data: Path | str = DEFAULT_DATA, configfile: Path | str = DEFAULT_CONFIG,
                batch_size: int = 64, images: int = 6400, warmup: int = 10, repeats: int = 3,
                threads: int = 2, workers: int = 2, channels_last: bool | None = None,
-               compile_model: bool | None = None, log=print) -> dict:
-    """Images/s of the reference loop and of fmnist's trainer on the same model, optimizer, batch and images."""
+               compile_model: bool | None = None, amp: str | None = None, log=print) -> dict:
+    """Images/s of the reference loop and of fmnist's trainer on the same model, optimizer, batch and images,
+    in the same numerics: the reference loop runs under bf16 autocast exactly when the trainer does
+    (`amp`: off or bf16 overrides the config's; auto resolves as the trainer resolves it)."""
     import torch
 
     from fmnist import train
@@ -149,6 +155,8 @@ def throughput(model: str = "standard_cnn", augmentation: str = "none", device: 
         overrides["channels_last"] = channels_last
     if compile_model is not None:
         overrides["compile"] = compile_model
+    if amp is not None:
+        overrides["amp"] = amp
     run = resolve_one(configfile, model, augmentation, train=overrides)
     arrays, _ = load_prepared(data)
     steps = max(1, images // batch_size)
@@ -163,6 +171,7 @@ def throughput(model: str = "standard_cnn", augmentation: str = "none", device: 
         ref = ReferenceLoop(run, torchvision_root(arrays, root), dev, workers)
         torch.manual_seed(0)
         fast = FmnistLoop(run, arrays, dev)
+        ref.bf16 = fast.loop.use_bf16
         times: dict[str, list[float]] = {"reference": [], "fmnist": []}
         for rep in range(repeats):
             for name, loop in (("reference", ref), ("fmnist", fast)):
@@ -178,7 +187,7 @@ def throughput(model: str = "standard_cnn", augmentation: str = "none", device: 
         "device_name": train.device_name(dev), "threads": threads, "workers": workers,
         "batch_size": batch_size, "images": steps * batch_size, "repeats": repeats,
         "channels_last": cfg["channels_last"], "compile": cfg["compile"],
-        "amp_bf16": fast.loop.use_bf16,
+        "amp_bf16": fast.loop.use_bf16, "reference_amp_bf16": ref.bf16,
         "reference_images_per_s": round(ref_ips, 1), "fmnist_images_per_s": round(fast_ips, 1),
         "ratio": round(fast_ips / ref_ips, 2),
         "samples": {k: [round(v, 1) for v in vs] for k, vs in times.items()},

@@ -1,4 +1,5 @@
-"""`fmnist record export` and `fmnist record check`: a study's record in git."""
+"""`fmnist record export`, `check`, `gpu` and `import`: a study's record in git, and runs trained on a
+lent GPU brought into it as one archive (fmnist.record_gpu)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,54 @@ def add_parser(sub) -> None:
     p = rec.add_parser("check", help="rebuild a record's tables from its runs and compare")
     p.add_argument("--dest", required=True, help="the record directory")
     p.set_defaults(func=run_check)
+    p = rec.add_parser("gpu", help="train the record's next unfinished runs packed on the GPU for --minutes, "
+                                   "and archive the finished ones (one .tar.gz, the device named per run)")
+    p.add_argument("--configfile", required=True, help="the record's config, e.g. config/record_cpu.yaml")
+    p.add_argument("--record", help="the record directory (default: docs/record/NAME for config/record_NAME.yaml)")
+    p.add_argument("--minutes", type=float, required=True, help="wall-clock minutes the training may take")
+    p.add_argument("--out", required=True, help="directory for the archive, the workflow's folder and its log")
+    p.add_argument("--gpus", type=int, default=1, help="GPUs to pack the runs on (--resources gpu=N)")
+    p.add_argument("--cores", type=int, help="snakemake --cores (default: all)")
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cuda; cpu rehearses it (tests)")
+    p.add_argument("--max-runs", type=int, help="take at most this many of the unfinished runs")
+    p.set_defaults(func=run_gpu)
+    p = rec.add_parser("import", help="add the runs of a `record gpu` archive to a record, checked")
+    p.add_argument("archive", help="the .tar.gz that `record gpu` wrote")
+    p.add_argument("--dest", required=True, help="the record directory, e.g. docs/record/cpu")
+    p.set_defaults(func=run_import)
+
+
+def run_gpu(args) -> int:
+    from fmnist import record_gpu
+    from fmnist.config import ConfigError
+
+    record = args.record
+    if record is None:
+        stem = Path(args.configfile).stem
+        if not stem.startswith("record_"):
+            raise ConfigError(f"{args.configfile} is not named record_NAME.yaml: pass --record docs/record/NAME")
+        record = Path("docs/record") / stem.removeprefix("record_")
+    if args.minutes <= 0:
+        raise ConfigError("record gpu: --minutes must be positive")
+    r = record_gpu.chunk(args.configfile, record, args.out, args.minutes, gpus=args.gpus, cores=args.cores,
+                         device=args.device, limit=args.max_runs)
+    print(f"{len(r['finished'])} of {r['candidates']} unfinished runs trained in {r['seconds']}s"
+          f"{' (time ran out)' if r['timed_out'] else ''}; archive: {r['archive']}")
+    print(f"import it: python -m fmnist record import {r['archive']} --dest {record}")
+    return 0
+
+
+def run_import(args) -> int:
+    from fmnist import record_gpu
+
+    try:
+        r = record_gpu.import_archive(args.archive, args.dest)
+    except ValueError as exc:
+        print(f"fmnist: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.dest}: imported {len(r['imported'])} runs trained on {', '.join(r['devices'])} "
+          f"({r['host']}, commit {r['commit']}); SHA256SUMS and tables rebuilt")
+    return 0
 
 
 def run_export(args) -> int:
