@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
 
 import pytest
 import torch
-from conftest import REPO, tiny_config
+from conftest import REPO, make_workflow, planned_jobs, snakemake, tiny_config, write_config
 
 from fmnist import codeid, evaluate, experiments, gpus, models, train, usermodel
 from fmnist.config import ConfigError, validate
@@ -176,8 +177,9 @@ def train_one(project, prepared_small, **defaults) -> tuple[dict, object]:
 
 @pytest.fixture
 def trained(project, prepared_small):
-    # normalisation other than the default, so that evaluating with the default one is seen
-    result, out = train_one(project, prepared_small, normalize={"mean": 0.5, "std": 0.5})
+    # normalisation other than the default, and bf16 on any CPU, so that evaluating with the default
+    # normalisation or in float32 is seen
+    result, out = train_one(project, prepared_small, normalize={"mean": 0.5, "std": 0.5}, amp="bf16")
     return {"project": project, "data": prepared_small, "metrics": result, "dir": out}
 
 
@@ -264,3 +266,38 @@ def test_a_process_training_an_own_model_loads_nothing_outside_its_identity(proj
     assert "fmnist.usermodel" in loaded
     assert {m for m in loaded if m.startswith("fmnist.")} - codeid.BOUNDARY <= covered
     assert {"my_models", "helpers"} <= loaded and set(files) == {"my_models", "helpers"}
+
+
+@pytest.mark.slow
+def test_snakemake_reruns_exactly_the_runs_of_an_edited_own_model(tmp_path):
+    """A real workflow (smoke mode: a few steps a run, in its own working directory) with an own model
+    beside a preset: a comment in the user's module reruns nothing, a code edit reruns its run only."""
+    cfg = tiny_config(models={"mine": {"arch": "my_models:TinyNet", "args": {"width": 4}},
+                              "mine_file": {"arch": "nets/other.py:TinyNet", "args": {"width": 4}}})
+    cfg["studies"] = {"mix": {"models": ["standard_cnn", "mine", "mine_file"], "augmentations": ["none"],
+                              "seeds": [0]}}
+    root = make_workflow(tmp_path / "wf")
+    write_config(root, cfg)
+    (root / "my_models.py").write_text(MODULE)
+    (root / "helpers.py").write_text(HELPERS)
+    (root / "nets").mkdir()
+    (root / "nets" / "other.py").write_text(MODULE)
+    smoke = ("--config", "smoke=true")
+    snakemake(root, *smoke, "--until", "train")
+    metrics = json.loads((root / "smoke/results/runs/mine.none.default.s0/metrics.json").read_text())
+    assert metrics["arch"] == "my_models:TinyNet" and metrics["params"] > 0
+    assert planned_jobs(root, *smoke, "--until", "train") == {}
+    module = root / "my_models.py"
+    old = module.read_text()
+    module.write_text(old + "\n# a comment only\n")
+    assert planned_jobs(root, *smoke, "--until", "train") == {}
+    # both import helpers.py (nets/other.py finds it in the working directory)
+    for edited, expected in ((root / "helpers.py", {"mine", "mine_file"}), (module, {"mine"}),
+                             (root / "nets" / "other.py", {"mine_file"})):
+        before = edited.read_text()
+        edited.write_text(before + "\n_EDITED = 1\n")
+        out = snakemake(root, "-n", *smoke, "--until", "train").stdout
+        assert set(re.findall(r"rule train:.*?wildcards: run=(\S+)", out, flags=re.S)) == {
+            f"{name}.none.default.s0" for name in expected}, edited
+        edited.write_text(before)
+    assert planned_jobs(root, *smoke, "--until", "train") == {}

@@ -209,14 +209,15 @@ def _preset(arch: str) -> tuple[str, str]:
 
 def user_model_files(arch: str) -> tuple[dict[str, Path], set[str]]:
     """The source of a user's own model class ("my_models:MyNet", fmnist.usermodel): module name ->
-    file of its module and, transitively, of the modules it imports from beside it (found in the same
-    directory or package, never an installed package), and the fmnist modules they import. Nothing is
-    imported to find them."""
+    file of its module and, transitively, of the modules it imports from beside it (found in its own
+    directory or package, the working directory or $FMNIST_MODEL_PATH, never an installed package), and
+    the fmnist modules they import. Nothing is imported to find them."""
     from fmnist import usermodel
 
     loc = usermodel.locate(arch)
     files: dict[str, Path] = {}
     fmnist_modules: set[str] = set()
+    local = [str(d) for d in usermodel.local_dirs(loc)]
     todo = [(loc.module, loc.path)]
     while todo:
         name, path = todo.pop()
@@ -240,7 +241,7 @@ def user_model_files(arch: str) -> tuple[dict[str, Path], set[str]]:
                 continue
             for target in (module, *(f"{module}.{n}" for n in names)):
                 for part in _with_parents(target):
-                    spec = usermodel._find_spec(part, [str(loc.root)])
+                    spec = usermodel._find_spec(part, local)
                     origin = Path(spec.origin) if spec is not None and spec.origin else None
                     if origin is not None and origin.suffix == ".py" and origin.is_file():
                         todo.append((part, origin))

@@ -139,6 +139,12 @@ def locate(arch: str) -> Located:
     )
 
 
+def local_dirs(loc: Located) -> list[Path]:
+    """Where the modules a user's module imports are looked for first, in order: its own root, the
+    working directory, $FMNIST_MODEL_PATH. What is found there is part of its runs' identity."""
+    return list(dict.fromkeys([loc.root, *search_dirs()]))
+
+
 def _tree(path: Path, arch: str) -> ast.Module:
     try:
         return ast.parse(path.read_text(), filename=str(path))
@@ -225,9 +231,9 @@ def check_args(arch: str, args: dict[str, Any]) -> Located:
 def load_class(arch: str):
     """Import the module of `arch` (its root first on sys.path) and return its class."""
     loc = locate(arch)
-    root = str(loc.root)
-    if root not in sys.path:
-        sys.path.insert(0, root)  # the module's siblings import as they would beside it
+    for d in reversed(local_dirs(loc)):  # its imports find what its code identity covers
+        if str(d) not in sys.path:
+            sys.path.insert(0, str(d))
     try:
         if is_path(split_arch(arch)[0]):
             name = f"fmnist_user_{loc.module}_{hashlib.sha1(str(loc.path).encode()).hexdigest()[:10]}"
