@@ -18,7 +18,7 @@ built as `CLASS(**args)`, with `num_classes=10` added when its constructor takes
 Checked while the workflow parses its config, without importing torch or running your code: that the
 module is found, that it defines CLASS, and, when CLASS defines `__init__` itself, that `args` names
 only its parameters and every parameter without a default. Checked when the model is built (the first
-training job, `fmnist models --measure`): that the module imports, that CLASS(...) is an nn.Module and
+training job, before its first epoch): that the module imports, that CLASS(...) is an nn.Module and
 that its output has the right shape.
 
 Your module's code is part of each of its runs' identity (fmnist.codeid.train_code_id): the module's
