@@ -25,13 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fmnist.config import ConfigError
+
 RUNS_DIR = Path("results") / "runs"
 DEFAULT_DATA = Path("data") / "prepared" / "fashion_mnist.npz"
 DATA_KEYS = ("val_fraction", "split_seed", "train_limit", "test_limit")
 LOSS_TOLERANCE = 1e-6  # relative; float32 sums in another order stay well inside it
 
 
-class EvaluateError(ValueError):
+class EvaluateError(ConfigError):
     """A run that cannot be evaluated; the message names the problem and the fix."""
 
 
@@ -42,7 +44,7 @@ def find_run(run: str | Path, runs_dir: Path | str = RUNS_DIR) -> Path:
             return candidate
     raise EvaluateError(
         f"no finished run {str(run)!r}: neither {str(run)!r} nor {str(Path(runs_dir) / str(run))!r} holds a "
-        "metrics.json. Name a run folder, or a run id under results/runs (`fmnist status` lists them)."
+        "metrics.json. Name a run folder, or a run id under results/runs (`ls results/runs`)."
     )
 
 
@@ -218,7 +220,8 @@ def add_parser(sub) -> Any:
 
 
 def run(args) -> int:
-    """`fmnist evaluate`: 0 when the recomputed test metrics equal metrics.json's, 1 when they differ."""
+    """`fmnist evaluate`: 0 when the recomputed test metrics equal metrics.json's, 1 when they differ
+    (a run that cannot be evaluated raises EvaluateError, a ConfigError: the CLI prints it, exit 2)."""
     result = evaluate_run(args.run, args.data, args.device, args.runs_dir)
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "confusion_matrix"}, indent=2))

@@ -41,12 +41,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fmnist.config import ConfigError
+
 ENV_PATH = "FMNIST_MODEL_PATH"
 HOW = ('name a class in your own module as arch: "my_models:MyNet" (my_models.py in the working '
        'directory) or arch: "path/to/file.py:MyNet" (docs/models.md, "Your own model")')
 
 
-class UserModelError(ValueError):
+class UserModelError(ConfigError):
     """A user model that cannot be found, read or built; the message names the problem and the fix."""
 
 
