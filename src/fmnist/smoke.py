@@ -53,24 +53,8 @@ def configure(config: dict) -> None:
     if report.get("published") and not os.path.isabs(report["published"]):
         report["published"] = os.path.abspath(report["published"])
     report["title"] = TITLE_PREFIX + report["title"]
-    _own_models_from_launch_directory(config)
     for study in config["studies"].values():
         study["seeds"] = list(study.get("seeds", [0]))[:1]
-
-
-def _own_models_from_launch_directory(config: dict) -> None:
-    """A user's own model (fmnist.usermodel) is found from the launch directory, not the smoke tree: a
-    relative file path becomes absolute, and the launch directory joins the module search path."""
-    from fmnist import usermodel
-
-    own = [m for m in config.get("models", {}).values() if usermodel.is_user_arch(m.get("arch", ""))]
-    for model in own:
-        target, cls = usermodel.split_arch(model["arch"])
-        if usermodel.is_path(target) and not os.path.isabs(target):
-            model["arch"] = f"{os.path.abspath(target)}:{cls}"
-    if own:
-        path = os.environ.get(usermodel.ENV_PATH)
-        os.environ[usermodel.ENV_PATH] = os.pathsep.join([os.getcwd(), *([path] if path else [])])
 
 
 def shrink_run(run: dict) -> dict:

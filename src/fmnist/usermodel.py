@@ -198,6 +198,20 @@ def _init_signature(node: ast.AST) -> Signature | None:
     return Signature(tuple(params), tuple(required), a.kwarg is not None)
 
 
+def from_launch_directory(config: dict) -> None:
+    """Smoke mode (fmnist.smoke) runs its jobs in a working directory of its own: call this before it
+    changes directory, and the config's own models are found from the launch directory (a relative
+    file path becomes absolute, and the launch directory joins $FMNIST_MODEL_PATH, which the jobs inherit)."""
+    own = [m for m in (config.get("models") or {}).values() if is_user_arch(m.get("arch", ""))]
+    for model in own:
+        target, cls = split_arch(model["arch"])
+        if is_path(target) and not os.path.isabs(target):
+            model["arch"] = f"{os.path.abspath(target)}:{cls}"
+    if own:
+        path = os.environ.get(ENV_PATH)
+        os.environ[ENV_PATH] = os.pathsep.join([os.getcwd(), *([path] if path else [])])
+
+
 def check_args(arch: str, args: dict[str, Any]) -> Located:
     """Check, without importing anything, that `arch`'s module is there, defines its class and that
     `args` fit the class's constructor; UserModelError (a ValueError) naming the problem otherwise."""

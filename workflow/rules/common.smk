@@ -27,6 +27,7 @@ from fmnist import published as fmnist_published  # noqa: E402
 from fmnist import runcache as fmnist_runcache  # noqa: E402
 from fmnist import smoke as fmnist_smoke  # noqa: E402
 from fmnist import status as fmnist_status  # noqa: E402
+from fmnist import usermodel as fmnist_usermodel  # noqa: E402
 
 # The run cache logs 8 "Moving output file ... / Symlinking ..." lines per training job: not shown,
 # unless FMNIST_CACHE_MESSAGES is set (the tests read them as evidence of what was trained or restored).
@@ -55,6 +56,7 @@ try:
     if config["smoke"]:  # every job for a few steps, in its own tree (fmnist.smoke)
         PUBLISHED = os.path.abspath(PUBLISHED) if PUBLISHED else PUBLISHED
         fmnist_smoke.configure(config)
+        fmnist_usermodel.from_launch_directory(config)  # own models: found from here
     # `amp: auto` resolved for the device the jobs train on, into each run's config: it is part of the
     # run's identity, so a result never mixes numerics (docs/performance.md, "GPUs")
     RUNS, STUDIES = fmnist_gpus.expand_for_jobs(config)
