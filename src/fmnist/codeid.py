@@ -245,23 +245,78 @@ def _preset(arch: str) -> tuple[str, str]:
     return preset.module, preset.cls
 
 
+def user_model_files(arch: str) -> tuple[dict[str, Path], set[str]]:
+    """The source of a user's own model class ("my_models:MyNet", fmnist.usermodel): module name ->
+    file of its module and, transitively, of the modules it imports from beside it (found in its own
+    directory or package, the working directory or $FMNIST_MODEL_PATH, never an installed package), and
+    the fmnist modules they import. Nothing is imported to find them."""
+    from fmnist import usermodel
+
+    loc = usermodel.locate(arch)
+    files: dict[str, Path] = {}
+    fmnist_modules: set[str] = set()
+    local = [str(d) for d in usermodel.local_dirs(loc)]
+    todo = [(loc.module, loc.path)]
+    while todo:
+        name, path = todo.pop()
+        if name in files:
+            continue
+        files[name] = path
+        st = path.stat()
+        _, statements = _analyse(path, st.st_mtime_ns, st.st_size)
+        is_package = path.name == "__init__.py"
+        fmnist_modules |= _resolve(statements, name, is_package, None)
+        if not loc.local:
+            continue
+        package = name if is_package else name.rpartition(".")[0]
+        for level, module, names in statements:
+            if level:
+                if not package:
+                    continue  # a relative import outside a package fails when run
+                anchor = package.split(".")[: len(package.split(".")) - level + 1]
+                module = ".".join([*anchor, *([module] if module else [])])
+            if not module or module.split(".")[0] == PACKAGE:
+                continue
+            for target in (module, *(f"{module}.{n}" for n in names)):
+                for part in _with_parents(target):
+                    spec = usermodel._find_spec(part, local)
+                    origin = Path(spec.origin) if spec is not None and spec.origin else None
+                    if origin is not None and origin.suffix == ".py" and origin.is_file():
+                        todo.append((part, origin))
+    return files, fmnist_modules
+
+
+def _arch_code(arch: str, roots: tuple[str, ...], root: Path | None) -> str:
+    """The code identity of a model `arch` computed by the modules `roots`: the preset's family module
+    and class, or a user's own model's files and the fmnist modules they import."""
+    from fmnist import usermodel
+
+    if usermodel.is_user_arch(arch):
+        files, fmnist_modules = user_model_files(arch)
+        digests = []
+        for name, path in sorted(files.items()):
+            st = path.stat()
+            digests.append(f"{name}={_analyse(path, st.st_mtime_ns, st.st_size)[0]}")
+        extra = f"user:{usermodel.split_arch(arch)[1]}:" + ",".join(digests)
+        return code_id((*roots, "fmnist.usermodel", *sorted(fmnist_modules)), extra, root)
+    family, cls = _preset(arch)
+    return code_id((*roots, f"fmnist.models.{family}"), f"{family}.{cls}", root)
+
+
 def train_code_id(run: dict, root: Path | None = None) -> str:
     """The code identity of one resolved run (as made by fmnist.experiments.expand)."""
-    family, cls = _preset(run["model"]["arch"])
-    return code_id((*TRAIN_MODULES, f"fmnist.models.{family}"), f"{family}.{cls}", root)
+    return _arch_code(run["model"]["arch"], TRAIN_MODULES, root)
 
 
 def train_code_ids(runs: dict[str, dict], root: Path | None = None) -> dict[str, str]:
     """Run id -> code identity for many runs, each model class hashed once (a study has hundreds of
     runs but a handful of classes)."""
-    preset = {rid: _preset(run["model"]["arch"]) for rid, run in runs.items()}
-    ids = {p: code_id((*TRAIN_MODULES, f"fmnist.models.{p[0]}"), f"{p[0]}.{p[1]}", root)
-           for p in set(preset.values())}
-    return {rid: ids[p] for rid, p in preset.items()}
+    archs = {rid: run["model"]["arch"] for rid, run in runs.items()}
+    ids = {arch: _arch_code(arch, TRAIN_MODULES, root) for arch in set(archs.values())}
+    return {rid: ids[arch] for rid, arch in archs.items()}
 
 
 def features_code_id(spec: dict, root: Path | None = None) -> str:
     """The code identity of a feature set (fmnist.features.feature_spec): the feature code and the
     backbone's family module."""
-    family, cls = _preset(spec["arch"])
-    return code_id((*FEATURE_MODULES, f"fmnist.models.{family}"), f"{family}.{cls}", root)
+    return _arch_code(spec["arch"], FEATURE_MODULES, root)

@@ -34,6 +34,7 @@ from fmnist import (
     runcache,
     runfiles,
     smoke,
+    usermodel,
 )
 from fmnist import config as fmnist_config
 from fmnist import data as fmnist_data
@@ -79,6 +80,7 @@ def resolve(config: dict, repo: Path | str) -> tuple[dict[str, dict], dict[str, 
     if config["smoke"]:  # every job for a few steps, in its own tree (fmnist.smoke)
         published_file = os.path.abspath(published_file) if published_file else published_file
         smoke.configure(config)
+        usermodel.from_launch_directory(config)  # own models: found from here
     # `amp: auto` resolved for the device the jobs train on, into each run's config: it is part of the
     # run's identity, so a result never mixes numerics (docs/performance.md, "GPUs")
     runs, studies = gpus.expand_for_jobs(config)

@@ -1,4 +1,4 @@
-"""Command line: list runs, fetch and prepare data, train one run by hand, list models, follow a
+"""Command line: list runs, fetch and prepare data, train one run by hand, test a finished run again, list models, follow a
 study (status), export runs to TensorBoard/MLflow, benchmark, plan."""
 
 from __future__ import annotations
@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fmnist import evaluate
 from fmnist.cli import bench, data, export, models, plan, record, runs, status, train
 from fmnist.cli.common import DEFAULT_CONFIG
 from fmnist.config import ConfigError
 
-COMMANDS = (runs, train, data, models, plan, bench, status, export, record)
+COMMANDS = (runs, train, evaluate, data, models, plan, bench, status, export, record)
 """The command modules, in the order `fmnist --help` lists them; each adds its parser(s) with
 `add_parser(sub)`, whose defaults name the handler (`func`)."""
 

@@ -183,11 +183,24 @@ class UnknownModelError(KeyError):
         return str(self.args[0])
 
 
+def _is_user_arch(name: str) -> bool:
+    """A class in the user's own module, "MODULE:CLASS" (fmnist.usermodel, imported only for one: a
+    preset's run loads no module outside its code identity)."""
+    return ":" in name
+
+
 def known_models() -> list[str]:
     return sorted(PRESETS)
 
 
 def get_preset(name: str) -> Preset:
+    """The preset `name`; a user's own class ("my_models:MyNet", fmnist.usermodel) is a preset of no
+    arguments of its own (its args are the config's), family "user"."""
+    if _is_user_arch(name):
+        from fmnist import usermodel
+
+        usermodel.split_arch(name)
+        return Preset("user", name, {}, "own", f"user model {name}")
     try:
         return PRESETS[name]
     except KeyError:
@@ -199,7 +212,13 @@ def get_preset(name: str) -> Preset:
 
 
 def check_args(name: str, args: dict[str, Any]) -> None:
-    """Raise ValueError naming any argument the preset's constructor does not take."""
+    """Raise ValueError naming any argument the preset's constructor does not take (for a user's own
+    class: also one it needs, or a module or class that is not there; no code is run)."""
+    if _is_user_arch(name):
+        from fmnist import usermodel
+
+        usermodel.check_args(name, args)
+        return
     preset = get_preset(name)
     unknown = sorted(set(args) - set(preset.args))
     if unknown:
@@ -210,7 +229,12 @@ def check_args(name: str, args: dict[str, Any]) -> None:
 
 
 def build_model(name: str, args: dict[str, Any] | None = None, num_classes: int = 10):
-    """Instantiate the preset `name` with its default arguments updated by `args`."""
+    """Instantiate the preset `name` with its default arguments updated by `args` (a user's own class:
+    with `args`, checked to map (N, 1, 28, 28) to (N, num_classes))."""
+    if _is_user_arch(name):
+        from fmnist import usermodel
+
+        return usermodel.build(name, args, num_classes)
     preset = get_preset(name)
     args = dict(args or {})
     check_args(name, args)

@@ -46,7 +46,7 @@ def fast_mode(run: dict, fast: bool) -> str:
     """The fast paths that change this run's cost: `deform` (fast CPU deformable conv) for deformable models."""
     from fmnist import models
 
-    if models.PRESETS[run["model"]["arch"]].module == "deformable":
+    if models.get_preset(run["model"]["arch"]).module == "deformable":
         return "deform_fast" if fast else "deform_torchvision"
     return ""
 
