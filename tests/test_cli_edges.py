@@ -8,8 +8,9 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
-from conftest import REPO, tiny_config
+from conftest import REPO, make_workflow, snakemake, tiny_config
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO / "src")}
 
@@ -43,3 +44,39 @@ def test_a_reader_that_closes_early_ends_the_command_without_a_traceback():
     assert first.startswith(b"{")
     assert b"Traceback" not in err and b"BrokenPipeError" not in err, err.decode()
     assert proc.returncode == 141, err.decode()
+
+
+def test_nested_config_values_from_the_command_line_take_their_types():
+    """`--config 'defaults={epochs: 1, ...}'` as Snakemake parses it: YAML's base loader, every nested
+    scalar a string. The config keeps the integer, float and boolean the user wrote."""
+    from snakemake.cli import parse_config
+
+    from fmnist import config, experiments
+
+    given = parse_config(["defaults={epochs: 1, optimizer: {lr: 1e-3}, early_stopping: {enabled: false}}",
+                          "data={train_limit: 600}", "studies={tiny: {models: [standard_cnn], seeds: [3, 4]}}"])
+    assert given["defaults"]["epochs"] == "1"  # what Snakemake hands over
+    cfg = config.load(REPO / "config" / "config.yaml", given)
+    assert cfg["defaults"]["epochs"] == 1 and cfg["data"]["train_limit"] == 600
+    assert cfg["defaults"]["optimizer"]["lr"] == 1e-3 and cfg["defaults"]["early_stopping"]["enabled"] is False
+    runs, studies = experiments.expand(cfg)
+    assert studies["tiny"] == ["standard_cnn.none.default.s3", "standard_cnn.none.default.s4"]
+    assert runs["standard_cnn.none.default.s3"]["train"]["epochs"] == 1
+    # a string that is no such value still fails, naming the key
+    with pytest.raises(config.ConfigError, match=r"defaults.epochs: 'one' is not of type 'integer'"):
+        config.load(REPO / "config" / "config.yaml", parse_config(["defaults={epochs: one}"]))
+
+
+@pytest.mark.slow
+def test_a_moved_checkout_plans_the_report_with_relative_template_inputs(tmp_path):
+    """The report rule's templates are inputs by relative path, so the same tree elsewhere has the
+    same inputs (Snakemake reruns a job whose input list changed). Through a real dry run, which also
+    takes a nested --config from the command line."""
+    root = make_workflow(tmp_path / "moved", tiny_config())
+    proc = snakemake(root, "-n", "-p", "reports/summary.html", "--config", "defaults={epochs: 1}")
+    text = proc.stdout + proc.stderr
+    (block,) = [b for b in text.split("\nrule ")[1:] if b.startswith("report:")]
+    inputs = block.split("input: ", 1)[1].split("\n", 1)[0].split(", ")
+    templates = [p for p in inputs if p.endswith(".j2")]
+    assert templates and all(not os.path.isabs(p) and (root / p).is_file() for p in templates), templates
+    assert "is not of type" not in text
