@@ -338,6 +338,8 @@ class Progress:
     images_seen: int = 0
     status: str = "ok"
     reason: str = ""
+    resumed_from: int | None = None
+    """The epoch whose saved state this process started from (None: it started from epoch 0)."""
 
 
 @dataclass
@@ -417,7 +419,8 @@ def restore_progress(s: RunSetup, resume_path: Path, log: Callable[[str], None])
     _set_rng_state(state["rng"], s.dev)
     log(f"resuming after epoch {state['epoch']} from {resume_path}")
     return Progress(epoch=state["epoch"], history=state["history"], best=state["best"],
-                    bad_epochs=state["bad_epochs"], elapsed=state["elapsed"], images_seen=state["images_seen"])
+                    bad_epochs=state["bad_epochs"], elapsed=state["elapsed"], images_seen=state["images_seen"],
+                    resumed_from=state["epoch"])
 
 
 def save_progress(s: RunSetup, p: Progress, path: Path) -> None:
@@ -524,6 +527,7 @@ def finish_run(s: RunSetup, p: Progress, out_dir: Path) -> dict:
         "best_val_accuracy": _num(max((h["val_accuracy"] for h in history), default=float("nan"))),
         "epochs_run": len(history),
         "epochs_max": cfg["epochs"],
+        "resumed_from_epoch": p.resumed_from,
         "params": s.n_params,
         "trainable_params": s.n_trainable,
         "train_seconds": round(p.elapsed, 3),
