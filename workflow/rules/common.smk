@@ -17,6 +17,7 @@ if (WORKFLOW_REPO / "src" / "fmnist").is_dir():
 from fmnist import codeid  # noqa: E402
 from fmnist import config as fmnist_config  # noqa: E402
 from fmnist import data as fmnist_data  # noqa: E402
+from fmnist import devicecheck as fmnist_devicecheck  # noqa: E402
 from fmnist import features as fmnist_features  # noqa: E402
 from fmnist import fetch as fmnist_fetch  # noqa: E402
 from fmnist import gpus as fmnist_gpus  # noqa: E402
@@ -326,6 +327,7 @@ def run_features(wildcards):
 
 
 def run_config(wildcards):
+    fmnist_devicecheck.check_workflow_device(config, workflow)  # while the DAG is built: executor known
     return fmnist_config.canonical_json(RUNS[wildcards.run])
 
 
