@@ -80,3 +80,29 @@ def test_a_moved_checkout_plans_the_report_with_relative_template_inputs(tmp_pat
     templates = [p for p in inputs if p.endswith(".j2")]
     assert templates and all(not os.path.isabs(p) and (root / p).is_file() for p in templates), templates
     assert "is not of type" not in text
+
+
+def test_train_one_run_of_a_study_by_its_id_on_the_studys_splits(tmp_path, prepared_small):
+    """`fmnist train --run RUN_ID --configfile C`: the run as the workflow hands it to its job, trained
+    on the study's splits; a prepared file of other splits (another train_limit) is refused."""
+    from fmnist import config, gpus
+
+    cfg = tiny_config(defaults={"epochs": 1, "train_fraction": 0.25})  # train_limit 2000, test_limit 1000
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(cfg))
+    rid = "standard_cnn.none.default.s0"
+    r = fmnist("train", "--run", rid, "--configfile", str(tmp_path / "study.yaml"), "--data", str(prepared_small),
+               "--out", str(tmp_path / "out"), "--device", "cpu", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["config"] == gpus.expand_for_jobs(config.validate(cfg))[0][rid]
+    assert metrics["data"]["train_limit"] == 2000 and metrics["n_test"] == 1000
+
+    other = tiny_config(data={"train_limit": 3000})
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    r = fmnist("train", "--run", rid, "--configfile", str(tmp_path / "other.yaml"), "--data", str(prepared_small),
+               "--out", str(tmp_path / "other"), "--device", "cpu")
+    assert r.returncode == 2 and "train_limit 2000 (wanted 3000)" in r.stderr and "--data OTHER.npz" in r.stderr
+    assert not (tmp_path / "other").exists()
+    r = fmnist("train", "--run", "standard_cnn.none.default.s9", "--configfile", str(tmp_path / "study.yaml"),
+               "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "no run 'standard_cnn.none.default.s9'" in r.stderr
