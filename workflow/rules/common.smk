@@ -327,7 +327,8 @@ def run_features(wildcards):
 
 
 def run_config(wildcards):
-    fmnist_devicecheck.check_workflow_device(config, workflow)  # while the DAG is built: executor known
+    # while the DAG is built, when Snakemake knows its executor
+    fmnist_devicecheck.check_workflow_device(config, workflow)
     return fmnist_config.canonical_json(RUNS[wildcards.run])
 
 
