@@ -82,7 +82,7 @@ def test_a_moved_checkout_plans_the_report_with_relative_template_inputs(tmp_pat
     assert "is not of type" not in text
 
 
-def test_train_one_run_of_a_study_by_its_id_on_the_studys_splits(tmp_path, prepared_small):
+def test_train_one_run_of_a_study_by_its_id_on_the_studys_splits(tmp_path, prepared_small, raw_dir):
     """`fmnist train --run RUN_ID --configfile C`: the run as the workflow hands it to its job, trained
     on the study's splits; a prepared file of other splits (another train_limit) is refused."""
     from fmnist import config, gpus
@@ -103,6 +103,13 @@ def test_train_one_run_of_a_study_by_its_id_on_the_studys_splits(tmp_path, prepa
                "--out", str(tmp_path / "other"), "--device", "cpu")
     assert r.returncode == 2 and "train_limit 2000 (wanted 3000)" in r.stderr and "--data OTHER.npz" in r.stderr
     assert not (tmp_path / "other").exists()
+    # a finished run's metrics.json as --config: checked against the splits it records
+    from fmnist import fetch
+
+    fetch.prepare(raw_dir, tmp_path / "other.npz", val_fraction=0.1, split_seed=0, train_limit=1000, test_limit=1000)
+    r = fmnist("train", "--config", str(tmp_path / "out" / "metrics.json"), "--data", str(tmp_path / "other.npz"),
+               "--out", str(tmp_path / "again"), "--device", "cpu")
+    assert r.returncode == 2 and "train_limit 1000 (wanted 2000)" in r.stderr, r.stderr
     r = fmnist("train", "--run", "standard_cnn.none.default.s9", "--configfile", str(tmp_path / "study.yaml"),
                "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "no run 'standard_cnn.none.default.s9'" in r.stderr
