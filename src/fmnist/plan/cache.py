@@ -122,7 +122,7 @@ def measure(run: dict, device: str, threads: int, fast: bool, seconds: float = 2
     del model
     ctx = deform_ops.torchvision_kernel() if not fast else contextlib.nullcontext()
     with ctx:
-        ips, steps = step_images_per_second(run, dev, batch, seconds)
+        ips, steps = step_images_per_second({**run, "model": {**m, "args": args}}, dev, batch, seconds)
     row = {"train_images_per_s": round(ips, 2), "steps": steps, "params": params,
            "activation_bytes_per_image": saved[0] // batch, "device_name": device_name(dev),
            "measured_batch": batch,
