@@ -18,17 +18,20 @@ from conftest import REPO, SNAKEMAKE, make_workflow, snakemake, tiny_config
 
 from fmnist import config as fconfig
 from fmnist import experiments, runfiles, train
+from fmnist.runline import result_line
 
 # Fields of metrics.json that measure the machine and the clock, not the model: they may differ
 # between runs (`provenance`: when, where and in how many segments the run trained).
 TIMING_FIELDS = {"train_seconds", "images_per_second", "peak_memory_mb", "provenance"}
+PROCESS_FIELDS = {"resumed_from_epoch"}
+"""Fields of metrics.json that tell how the run got there (a resumed run, an uninterrupted one)."""
 RUN_ID = "standard_cnn.none.default.s0"
 
 
 def model_numbers(run_dir: Path) -> tuple[dict, list[dict]]:
     """metrics.json without timings, and history.csv without its seconds column."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    for key in TIMING_FIELDS:
+    for key in TIMING_FIELDS | PROCESS_FIELDS:
         metrics.pop(key)
     metrics["files"].pop("history.csv")  # its hash covers the per-epoch seconds
     with open(run_dir / "history.csv") as fh:
@@ -70,6 +73,10 @@ def test_train_run_resumes_to_identical_numbers(tmp_path, prepared_small, recipe
     train.train_run(run, prepared_small, tmp_path / "split", **{**quiet, "log": lines.append})
     assert any("resuming after epoch 2" in line for line in lines), lines
     assert not (tmp_path / "split" / runfiles.RESUME_FILE).exists(), "resume state left behind"
+    split = json.loads((tmp_path / "split" / "metrics.json").read_text())
+    whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    assert (split["resumed_from_epoch"], whole["resumed_from_epoch"]) == (2, None)
+    assert result_line(split).endswith("  resumed after epoch 2") and "resumed" not in result_line(whole)
     assert model_numbers(tmp_path / "split") == model_numbers(tmp_path / "whole")
     a = torch.load(tmp_path / "whole" / "model.pt")
     b = torch.load(tmp_path / "split" / "model.pt")

@@ -133,6 +133,10 @@ def test_result_line_names_run_accuracy_epochs_and_time():
     diverged = status.result_line({"run_id": RUN_ID, "status": "diverged", "test_accuracy": None, "epochs_run": 0,
                                    "epochs_max": 40, "tested_epoch": 0, "train_seconds": 3.0})
     assert "n/a" in diverged and diverged.endswith("[diverged]")
+    resumed = status.result_line({"run_id": RUN_ID, "status": "ok", "test_accuracy": 0.91234, "epochs_run": 14,
+                                  "epochs_max": 40, "tested_epoch": 9, "train_seconds": 281.2,
+                                  "resumed_from_epoch": 6})
+    assert resumed == line + "  resumed after epoch 6"
 
 
 @pytest.mark.slow

@@ -116,10 +116,50 @@ def validate(
     schema = schema if schema is not None else load_schema()
     validator = _validator(schema, fill_defaults)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    while errors and coerce_strings(config, errors, validator):
+        errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         lines = [explain(e) for e in errors]
         raise ConfigError(f"{what}:\n  - " + "\n  - ".join(dict.fromkeys(lines)) + f"\n{fix}")
     return config
+
+
+def coerce_strings(config: dict, errors, validator) -> bool:
+    """Replace each string where the schema wants a number, boolean, null, list or mapping by its YAML
+    value when that has the wanted type; True when any changed.
+
+    Snakemake parses a nested `--config 'defaults={epochs: 1}'` with YAML's base loader, which keeps
+    every scalar a string ({'epochs': '1'}); read as YAML, '1' is the integer the user wrote. A string
+    that is not such a value stays, and its error stands."""
+    changed = False
+    for error in errors:
+        if error.validator != "type" or not isinstance(error.instance, str) or not error.absolute_path:
+            continue
+        wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        value = _yaml_value(error.instance, wanted)
+        if isinstance(value, str) or not any(validator.is_type(value, t) for t in wanted):
+            continue
+        *parents, last = error.absolute_path
+        holder = config
+        for key in parents:
+            holder = holder[key]
+        holder[last] = value
+        changed = True
+    return changed
+
+
+def _yaml_value(text: str, wanted: list[str]) -> Any:
+    """`text` read as YAML; where YAML 1.1 keeps a number a string ('1e-3' lacks its dot), as a float."""
+    try:
+        value = safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str) and "number" in wanted:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    return value
 
 
 def subschema(name: str, schema: dict | None = None) -> dict:

@@ -23,6 +23,8 @@ def result_line(metrics: dict) -> str:
     acc = metrics.get("test_accuracy")
     acc_text = "   n/a" if acc is None else f"{100 * acc:6.2f}%"
     status = "" if metrics["status"] == "ok" else f"  [{metrics['status']}]"
+    resumed = metrics.get("resumed_from_epoch")
+    resumed_text = "" if resumed is None else f"  resumed after epoch {resumed}"
     return (f"fmnist: finished {metrics['run_id']}  test accuracy {acc_text}  "
             f"epochs {metrics['epochs_run']}/{metrics['epochs_max']} (tested {metrics.get('tested_epoch')})  "
-            f"{format_duration(metrics['train_seconds'])}{status}")
+            f"{format_duration(metrics['train_seconds'])}{resumed_text}{status}")

@@ -153,12 +153,14 @@ def run_status(run: dict, workdir: Path, active: bool, planned: float | None, no
     return st
 
 
-def _planned_seconds(cfg: dict, runs: dict[str, dict]) -> dict[str, float | None]:
-    """Each run's planned training seconds from the cached throughput figures (nothing measured)."""
+def _planned_seconds(cfg: dict, runs: dict[str, dict], workdir: Path) -> dict[str, float | None]:
+    """Each run's planned training seconds from the study's finished runs and the cached throughput
+    figures (nothing measured)."""
     from fmnist import plan
 
     try:
-        rows = plan.plan(cfg, measure_missing=False, log=lambda _m: None)["runs"]
+        rows = plan.plan(cfg, measure_missing=False, log=lambda _m: None,
+                         results=workdir / "results" / "runs")["runs"]
     except Exception:  # noqa: BLE001 - a plan that cannot be made leaves the estimates unknown
         return dict.fromkeys(runs)
     return {rid: rows.get(rid, {}).get("seconds") for rid in runs}
@@ -171,7 +173,7 @@ def study_status(cfg: dict, workdir: Path | str = ".", now: float | None = None)
     workdir = Path(workdir)
     now = time.time() if now is None else now
     runs, studies = gpus.expand_for_jobs(cfg)  # as the workflow hands them to its jobs
-    planned = _planned_seconds(cfg, runs)
+    planned = _planned_seconds(cfg, runs, workdir)
     active = snakemake_active(workdir)
     rows = [run_status(run, workdir, active, planned[rid], now) for rid, run in runs.items()]
     _estimate_from_finished_seeds(rows, runs)

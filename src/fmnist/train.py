@@ -353,6 +353,8 @@ class Progress:
     images_seen: int = 0
     status: str = "ok"
     reason: str = ""
+    resumed_from: int | None = None
+    """The epoch whose saved state this process started from (None: it started from epoch 0)."""
     segments: list[dict] = field(default_factory=list)
     """One {"start", "end"} (UTC, ISO 8601) per process that trained the run: a resumed run has
     several, and the gaps between them are its pauses (metrics.json `provenance`)."""
@@ -484,7 +486,7 @@ def restore_progress(s: RunSetup, resume_path: Path, log: Callable[[str], None])
     log(f"resuming after epoch {state['epoch']} from {resume_path}")
     return Progress(epoch=state["epoch"], history=state["history"], best=state["best"],
                     bad_epochs=state["bad_epochs"], elapsed=state["elapsed"], images_seen=state["images_seen"],
-                    segments=list(state.get("segments") or []))
+                    resumed_from=state["epoch"], segments=list(state.get("segments") or []))
 
 
 def save_progress(s: RunSetup, p: Progress, path: Path) -> None:
@@ -609,6 +611,7 @@ def finish_run(s: RunSetup, p: Progress, out_dir: Path) -> dict:
         "val_loss_image_std": _num(val_spread[1]),
         "epochs_run": len(history),
         "epochs_max": cfg["epochs"],
+        "resumed_from_epoch": p.resumed_from,
         "params": s.n_params,
         "trainable_params": s.n_trainable,
         "train_seconds": round(p.elapsed, 3),

@@ -18,6 +18,7 @@ if (WORKFLOW_REPO / "src" / "fmnist").is_dir():
 from fmnist import cachelog  # noqa: E402
 from fmnist import codeid  # noqa: E402
 from fmnist import config as fmnist_config  # noqa: E402
+from fmnist import devicecheck as fmnist_devicecheck  # noqa: E402
 from fmnist import fetch as fmnist_fetch  # noqa: E402
 from fmnist import runfiles as fmnist_runfiles  # noqa: E402
 from fmnist import features as fmnist_features  # noqa: E402
@@ -124,6 +125,8 @@ def run_features(wildcards):
 
 
 def run_config(wildcards):
+    # while the DAG is built, when Snakemake knows its executor
+    fmnist_devicecheck.check_workflow_device(config, workflow)
     return STUDY.run_json(wildcards.run)
 
 

@@ -2,8 +2,9 @@
 
 SWEEPS = {s["name"]: s for s in config["report"]["sweeps"]}
 FIGURES = "results/figures"
-# Inputs, so editing a template reruns the report; they ship inside the fmnist package.
-TEMPLATES = sorted(str(p) for p in fmnist_config.TEMPLATE_DIR.glob("*.j2"))
+# Inputs, so editing a template reruns the report; they ship inside the fmnist package. Relative to
+# the working directory, so that moving the checkout (the inputs' absolute paths) reruns nothing.
+TEMPLATES = sorted(os.path.relpath(p) for p in fmnist_config.TEMPLATE_DIR.glob("*.j2"))
 
 
 wildcard_constraints:

@@ -4,6 +4,7 @@ study (status), export runs to TensorBoard/MLflow, benchmark, plan."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from fmnist import evaluate
@@ -26,10 +27,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_BROKEN_PIPE = 141
+"""The status of a command whose reader went away (`fmnist status | head`): 128 + SIGPIPE, as a shell
+reports a command a closed pipe ended."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        rc = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here at the latest, not at interpreter exit
+        return rc
     except ConfigError as exc:
         print(f"fmnist: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        return closed_pipe()
+
+
+def closed_pipe() -> int:
+    """The reader of stdout has gone (`| head`): end quietly, no traceback. stdout points to /dev/null
+    from here on, so the flush at interpreter exit finds nowhere to fail (the Python docs' recipe,
+    'Note on SIGPIPE')."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE

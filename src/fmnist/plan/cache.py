@@ -52,11 +52,21 @@ def fast_mode(run: dict, fast: bool) -> str:
 
 
 def throughput_key(run: dict, label: str, fast: bool) -> str:
-    m = run["model"]
+    """The cache key of `run`'s training speed on `label`: keyed by what sets it, the model and its
+    arguments, the batch, the numerics the run uses on that kind of device (`amp: auto` resolved), its
+    augmentation, channels_last, EMA, compile and CUDA graph; not by the seed, the learning rate or the
+    epochs."""
+    m, t = run["model"], run["train"]
     args = {k: v for k, v in m["args"].items() if k not in ("weights_path", "pretrained", "input_mean", "input_std")}
+    kind = "cuda" if label.startswith("cuda") else "cpu"
+    aug = run["augmentation"]
+    step = {"amp": fmnist_amp.resolve_amp(t["amp"], kind), "augmentation": [aug["kind"], aug["params"]],
+            "channels_last": t["channels_last"], "ema": t["ema"]["enabled"], "compile": t["compile"],
+            "cuda_graph": t.get("cuda_graph", False)}
     return "|".join([label, f"torch {_torch_version()}", m["arch"],
                      json.dumps(args, sort_keys=True, separators=(",", ":")),
-                     f"batch {run['train']['batch_size']}", fast_mode(run, fast)])
+                     f"batch {t['batch_size']}", fast_mode(run, fast),
+                     json.dumps(step, sort_keys=True, separators=(",", ":"))])
 
 
 def load_cache(path: Path | None = None) -> dict[str, dict]:
@@ -86,10 +96,11 @@ def measure(run: dict, device: str, threads: int, fast: bool, seconds: float = 2
     from fmnist import models
     from fmnist.models import deform_ops
     from fmnist.models import measure as model_measure
-    from fmnist.runtime import device_name, select_device
+    from fmnist.runtime import configure_backends, device_name, select_device
 
     torch.set_num_threads(threads)
     dev = select_device(device)
+    configure_backends(dev)
     m = run["model"]
     args = {**m["args"], "pretrained": False, "weights_path": None} if m["arch"] in models.TRANSFER_WEIGHTS \
         else m["args"]
@@ -108,15 +119,48 @@ def measure(run: dict, device: str, threads: int, fast: bool, seconds: float = 2
     model.to(dev).train()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         model(torch.randn(batch, 1, 28, 28, device=dev)).sum().backward()
-    model.zero_grad(set_to_none=True)
+    del model
     ctx = deform_ops.torchvision_kernel() if not fast else contextlib.nullcontext()
     with ctx:
-        ips, steps = model_measure.train_images_per_second(model, dev, batch, seconds)
+        ips, steps = step_images_per_second({**run, "model": {**m, "args": args}}, dev, batch, seconds)
     row = {"train_images_per_s": round(ips, 2), "steps": steps, "params": params,
            "activation_bytes_per_image": saved[0] // batch, "device_name": device_name(dev),
            "measured_batch": batch,
            "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
     return row
+
+
+def step_images_per_second(run: dict, dev, batch: int, seconds: float, warmup_steps: int = 2) -> tuple[float, int]:
+    """(images/s, steps timed) of the trainer's own steps for `run` (fmnist.train.StepLoop: its amp,
+    augmentation, channels_last, optimizer, loss, schedule and EMA) on random uint8 batches of `batch`
+    images held on `dev`, after `warmup_steps`, for at least `seconds` and at least two steps."""
+    import torch
+
+    from fmnist.train import StepLoop
+
+    probe = json.loads(json.dumps(run))
+    probe["train"]["batch_size"] = batch
+    probe["train"]["epochs"] = 10_000  # a per-batch schedule must not run out of steps while timed
+    torch.manual_seed(0)
+    loop = StepLoop.build(probe, 10, n_train=batch * 8, device=dev)
+    images = torch.randint(0, 256, (batch, 1, 28, 28), dtype=torch.uint8, device=dev)
+    labels = torch.randint(0, 10, (batch,), device=dev)
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    for _ in range(warmup_steps):
+        loop.step(images, labels)
+    sync()
+    steps, t0 = 0, time.perf_counter()
+    while steps < 2 or time.perf_counter() - t0 < seconds:
+        loss, _, _ = loop.step(images, labels)
+        if dev.type == "cpu":
+            float(loss)  # the trainer reads every CPU step's loss (its divergence check)
+        steps += 1
+    sync()
+    return steps * batch / (time.perf_counter() - t0), steps
 
 
 def feature_figure_key(run: dict, label: str) -> str:
