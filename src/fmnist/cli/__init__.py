@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fmnist import evaluate
-from fmnist.cli import bench, data, export, models, plan, record, runs, status, train
+from fmnist.cli import bench, data, evaluate, export, models, plan, record, runs, status, train
 from fmnist.cli.common import DEFAULT_CONFIG
 from fmnist.config import ConfigError
 
