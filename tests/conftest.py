@@ -183,3 +183,28 @@ def private_gpu_locks(tmp_path_factory, monkeypatch):
     """Each test's GPU locks in its own folder: the default one (/tmp/fmnist-gpu-locks) is shared by
     every workflow on the machine, so tests side by side would wait on each other's slots."""
     monkeypatch.setenv("FMNIST_GPU_LOCK_DIR", str(tmp_path_factory.mktemp("gpu-locks")))
+
+
+def resolve_run(study: dict, **cfg) -> dict:
+    """The first run of a one-study config, resolved and expanded as the workflow would."""
+    from fmnist import config, experiments
+
+    full = config.validate({**cfg, "studies": {"t": study}})
+    runs, _ = experiments.expand(full)
+    return next(iter(runs.values()))
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch) -> Path:
+    """A private throughput cache (FMNIST_CACHE_DIR) for the test."""
+    d = tmp_path / "cache"
+    monkeypatch.setenv("FMNIST_CACHE_DIR", str(d))
+    return d
+
+
+@pytest.fixture()
+def record_copy(tmp_path) -> Path:
+    """A copy of the committed CPU record (docs/record/cpu), to edit."""
+    dest = tmp_path / "cpu"
+    shutil.copytree(REPO / "docs" / "record" / "cpu", dest)
+    return dest

@@ -39,14 +39,20 @@ def plain_step(model, optimizer, images_u8, labels, mean, std):
     return loss.item()
 
 
+def train_split_and_loop(run: dict, prepared) -> tuple:
+    """The prepared train split on CPU and the trainer's step loop for `run`, built after seeding with
+    the run's seed (so a plain model seeded alike starts from the same weights)."""
+    arrays, _ = data.load_prepared(prepared)
+    split = train.Batches(arrays["train_images"], arrays["train_labels"], torch.device("cpu"))
+    torch.manual_seed(run["seed"])
+    return split, train.StepLoop.build(run, 10, len(split), torch.device("cpu"))
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_step_matches_a_plain_loop(prepared_small, channels_last):
     torch.set_num_threads(1)
     run = resolved(channels_last=channels_last)
-    arrays, _ = data.load_prepared(prepared_small)
-    split = train.Batches(arrays["train_images"], arrays["train_labels"], torch.device("cpu"))
-    torch.manual_seed(run["seed"])
-    loop = train.StepLoop.build(run, 10, len(split), torch.device("cpu"))
+    split, loop = train_split_and_loop(run, prepared_small)
     model, optimizer = plain_model_and_optimizer(run)
     norm = run["train"]["normalize"]
     fast, plain = [], []
@@ -61,10 +67,7 @@ def test_step_matches_a_plain_loop(prepared_small, channels_last):
 def test_epoch_matches_a_plain_loop(prepared_small):
     torch.set_num_threads(1)
     run = resolved()
-    arrays, _ = data.load_prepared(prepared_small)
-    split = train.Batches(arrays["train_images"], arrays["train_labels"], torch.device("cpu"))
-    torch.manual_seed(run["seed"])
-    loop = train.StepLoop.build(run, 10, len(split), torch.device("cpu"))
+    split, loop = train_split_and_loop(run, prepared_small)
     loss_sum, correct, seen, reason = loop.epoch(split, 1, max_steps=4)
     model, optimizer = plain_model_and_optimizer(run)  # same seed: same weights, then the same permutation
     perm = torch.randperm(len(split))

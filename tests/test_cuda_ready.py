@@ -13,18 +13,13 @@ import csv
 
 import pytest
 import torch
+from conftest import resolve_run
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from fmnist import config, experiments, integrity, recipes, train
+from fmnist import config, integrity, recipes, train
 
 CUDA = torch.cuda.is_available()
 gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
-
-
-def resolve(study: dict, **cfg) -> dict:
-    full = config.validate({**cfg, "studies": {"t": study}})
-    runs, _ = experiments.expand(full)
-    return next(iter(runs.values()))
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +43,7 @@ def test_a_tensor_lr_reaches_history_csv_as_a_number(tmp_path, prepared_small, m
         return opt
 
     monkeypatch.setattr(recipes, "build_optimizer", graph_ready_optimizer)
-    run = resolve({"models": ["lenet_like"]}, defaults={"epochs": 2, "amp": "off"})
+    run = resolve_run({"models": ["lenet_like"]}, defaults={"epochs": 2, "amp": "off"})
     folder = tmp_path / run["id"]  # check_run knows a run's files by its folder's name
     train.train_run(run, prepared_small, folder, device="cpu", log=lambda s: None, max_steps=3)
     assert isinstance(made[0].param_groups[0]["lr"], torch.Tensor)  # the case under test happened
@@ -74,12 +69,12 @@ def test_cuda_graph_refuses_an_optimizer_it_cannot_capture_when_the_config_is_re
     with pytest.raises(config.ConfigError, match=rf"run standard_cnn\.none\.default\.s0: train\.cuda_graph: "
                                                  rf"optimizer '{optimizer['name']}' cannot be captured.*"
                                                  r"use optimizer adam or adamw, or set cuda_graph: false"):
-        resolve({"models": ["standard_cnn"]}, defaults={"cuda_graph": True, "optimizer": optimizer})
+        resolve_run({"models": ["standard_cnn"]}, defaults={"cuda_graph": True, "optimizer": optimizer})
 
 
 def test_cuda_graph_refusals_come_before_the_device_check():
     """The same refusal where a run is built (a config changed after expansion, as `bench steps` does)."""
-    run = resolve({"models": ["standard_cnn"]})
+    run = resolve_run({"models": ["standard_cnn"]})
     run["train"].update(cuda_graph=True, optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9})
     with pytest.raises(config.ConfigError, match="optimizer 'sgd' cannot be captured"):
         train.StepLoop.build(run, 10, 256, torch.device("cpu"))
@@ -89,7 +84,7 @@ def test_cuda_graph_refusals_come_before_the_device_check():
 
 
 def test_cuda_graph_accepts_adam_with_one_cycle():
-    run = resolve({"models": ["standard_cnn"]}, defaults={"cuda_graph": True, "scheduler": {"name": "onecycle"}})
+    run = resolve_run({"models": ["standard_cnn"]}, defaults={"cuda_graph": True, "scheduler": {"name": "onecycle"}})
     assert config.cuda_graph_problem(run["train"]) == ""
     assert config.cuda_graph_problem({**run["train"], "cuda_graph": False, "optimizer": {"name": "sgd"}}) == ""
 
@@ -282,7 +277,7 @@ def test_graphed_training_is_the_eager_recipe(tmp_path, prepared_small, recipe):
     column is the same, and the accuracies are close (bf16 autocast; capture reorders nothing else)."""
     out = {}
     for graphed in (False, True):
-        run = resolve({"models": ["standard_cnn"]},
+        run = resolve_run({"models": ["standard_cnn"]},
                       defaults={"epochs": 3, "amp": "bf16", "dropout": 0.0, "cuda_graph": graphed,
                                 "early_stopping": {"enabled": False}, **GRAPH_RECIPES[recipe]})
         folder = tmp_path / ("graphed" if graphed else "eager") / run["id"]

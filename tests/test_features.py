@@ -4,6 +4,7 @@ feature set once and shares it; augmentation on the backbone's input turns the c
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,6 +25,16 @@ def small_transfer_run(arch="mobilenet_v3_small", augmentation="none", model_arg
     return next(iter(experiments.expand(cfg)[0].values()))
 
 
+def plain_and_cached(run: dict, prepared: Path, tmp_path: Path) -> tuple[dict, dict]:
+    """The run trained twice on CPU, into tmp_path/plain and, on its features computed first, tmp_path/cached."""
+    feats = tmp_path / "features.pt"
+    features.compute(features.feature_spec(run), prepared, feats, device="cpu", log=lambda _m: None)
+    plain = train.train_run(run, prepared, tmp_path / "plain", device="cpu", log=lambda _m: None)
+    cached = train.train_run(run, prepared, tmp_path / "cached", device="cpu", log=lambda _m: None,
+                             features_path=feats)
+    return plain, cached
+
+
 @pytest.mark.parametrize("arch", ["mobilenet_v3_small", pytest.param("resnet18", marks=pytest.mark.slow)])
 def test_cached_head_only_run_equals_the_uncached_one(arch, prepared_small, tmp_path):
     torch.set_num_threads(1)
@@ -31,11 +42,7 @@ def test_cached_head_only_run_equals_the_uncached_one(arch, prepared_small, tmp_
     # float-order noise in near-zero gradients into lr-sized weight differences
     run = small_transfer_run(arch, train_fraction=0.5, optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9})
     assert features.cacheable(run)
-    feats = tmp_path / "features.pt"
-    features.compute(features.feature_spec(run), prepared_small, feats, device="cpu", log=lambda _m: None)
-    plain = train.train_run(run, prepared_small, tmp_path / "plain", device="cpu", log=lambda _m: None)
-    cached = train.train_run(run, prepared_small, tmp_path / "cached", device="cpu", log=lambda _m: None,
-                             features_path=feats)
+    plain, cached = plain_and_cached(run, prepared_small, tmp_path)
     assert cached["cached_features"] and not plain["cached_features"]
     for key in ("test_loss", "best_val_loss"):
         assert cached[key] == pytest.approx(plain[key], rel=1e-4, abs=1e-5), key

@@ -242,7 +242,7 @@ def test_dry_run_asks_gpu_slots_from_the_packing(tmp_path):
 def test_bf16_head_only_run_on_cached_features_equals_the_uncached_one(prepared_small, tmp_path):
     """amp bf16 (what `auto` is on a CPU with native bf16, and on CUDA) keeps the feature cache: the
     cached run's figures are the uncached run's."""
-    from test_features import small_transfer_run
+    from test_features import plain_and_cached, small_transfer_run
 
     from fmnist import features
 
@@ -250,11 +250,7 @@ def test_bf16_head_only_run_on_cached_features_equals_the_uncached_one(prepared_
     run = small_transfer_run("mobilenet_v3_small", train_fraction=0.5, amp="bf16",
                              optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9})
     assert features.cacheable(run) and features.feature_spec(run)["amp"] == "bf16"
-    feats = tmp_path / "features.pt"
-    features.compute(features.feature_spec(run), prepared_small, feats, device="cpu", log=lambda _m: None)
-    plain = train.train_run(run, prepared_small, tmp_path / "plain", device="cpu", log=lambda _m: None)
-    cached = train.train_run(run, prepared_small, tmp_path / "cached", device="cpu", log=lambda _m: None,
-                             features_path=feats)
+    plain, cached = plain_and_cached(run, prepared_small, tmp_path)
     assert plain["amp_resolved"] == cached["amp_resolved"] == "bf16"
     for key in ("test_loss", "best_val_loss"):
         assert cached[key] == pytest.approx(plain[key], rel=1e-3, abs=1e-4), key

@@ -10,13 +10,6 @@ from conftest import make_workflow, snakemake, tiny_config
 from fmnist import cli, config, plan
 
 
-@pytest.fixture
-def cache_dir(tmp_path, monkeypatch):
-    d = tmp_path / "cache"
-    monkeypatch.setenv("FMNIST_CACHE_DIR", str(d))
-    return d
-
-
 def two_study_config(tmp_path):
     cfg = tiny_config(studies={
         "a": {"models": ["standard_cnn"], "seeds": [0, 1]},

@@ -11,13 +11,6 @@ from conftest import make_workflow, snakemake, tiny_config
 from fmnist import config, experiments, plan
 
 
-@pytest.fixture
-def cache_dir(tmp_path, monkeypatch):
-    d = tmp_path / "cache"
-    monkeypatch.setenv("FMNIST_CACHE_DIR", str(d))
-    return d
-
-
 def one_run(**overrides):
     cfg = config.validate(tiny_config(**overrides))
     return cfg, next(iter(experiments.expand(cfg)[0].values()))

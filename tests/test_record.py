@@ -16,7 +16,7 @@ import pytest
 import scipy.stats
 import yaml
 
-from fmnist import cli, experiments, record
+from fmnist import cli, experiments, record, record_readme
 from fmnist import config as fmnist_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,13 +61,6 @@ def test_headline_lists_the_published_figures_the_record_covers():
         assert label.replace("|", "\\|") in headline
 
 
-@pytest.fixture()
-def record_copy(tmp_path) -> Path:
-    dest = tmp_path / "cpu"
-    shutil.copytree(RECORD, dest)
-    return dest
-
-
 def test_a_changed_run_is_caught(record_copy):
     path = sorted((record_copy / "runs").glob("*/metrics.json"))[0]
     m = json.loads(path.read_text())
@@ -95,7 +88,7 @@ def test_export_adds_finished_runs_and_rebuilds(record_copy, tmp_path):
 
 
 def test_readme_shows_the_records_headline_table():
-    block = record.readme_block(REPO / "README.md", "cpu")
+    block = record_readme.readme_block(REPO / "README.md", "cpu")
     assert block is not None, "README.md lacks the <!-- record:cpu:start/end --> markers"
     assert block.strip() == (RECORD / "headline.md").read_text().strip(), (
         "README's record table is stale: python -m fmnist record export ... --readme README.md"
@@ -114,8 +107,8 @@ def test_headline_status_counts_the_records_runs():
 
 
 def test_status_line_says_in_progress_until_every_run_finished():
-    assert record.status_line(29, 30, 7200).startswith("**Status: in progress** — 29 of 30 runs finished; 2.0 hours")
-    assert record.status_line(30, 30, 0).startswith("**Status: complete** — 30 of 30")
+    assert record_readme.status_line(29, 30, 7200).startswith("**Status: in progress** — 29 of 30 runs finished; 2.0 hours")
+    assert record_readme.status_line(30, 30, 0).startswith("**Status: complete** — 30 of 30")
 
 
 def test_export_updates_every_readme_it_is_given(record_copy, tmp_path):
@@ -134,7 +127,7 @@ def test_export_updates_every_readme_it_is_given(record_copy, tmp_path):
     headline = (dest / "headline.md").read_text()
     assert f"{len(committed_runs()) - 1} of 30 runs finished" in headline.splitlines()[0]
     for i, path in enumerate(readmes):
-        assert record.readme_block(path, "rec") == headline.strip()
+        assert record_readme.readme_block(path, "rec") == headline.strip()
         assert path.read_text().startswith(f"# readme {i}\n") and path.read_text().endswith(f"rest {i}\n")
 
 
@@ -426,8 +419,8 @@ def test_the_records_readme_shows_its_generated_blocks_and_no_history():
     """The record's README shows its headline, findings and provenance as `record export` generated
     them, and tells no development history: no narrative beside the generated numbers."""
     readme = RECORD / "README.md"
-    for suffix, name in record.BLOCKS.items():
-        block = record.readme_block(readme, "cpu" + suffix)
+    for suffix, name in record_readme.BLOCKS.items():
+        block = record_readme.readme_block(readme, "cpu" + suffix)
         assert block is not None and block.strip() == (RECORD / name).read_text().strip(), (
             f"{readme} block cpu{suffix} is stale: python -m fmnist record export ... --readme {readme}")
     text = readme.read_text().lower()

@@ -20,13 +20,6 @@ RECORD = REPO / "docs" / "record" / "cpu"
 EXP = "deep_cnn.none.b_default"  # an experiment of the CPU record, three seeds
 
 
-@pytest.fixture()
-def record_copy(tmp_path) -> Path:
-    dest = tmp_path / "cpu"
-    shutil.copytree(RECORD, dest)
-    return dest
-
-
 def take_out(rec: Path, run_ids: list[str], results: Path, device: str | None = None) -> Path:
     """Move runs out of a record into a results tree (as a workflow would have them), optionally
     relabelled as trained on `device`; the record's SHA256SUMS and tables follow."""

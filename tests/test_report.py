@@ -210,15 +210,22 @@ def chromium() -> str:
     return CHROMIUM
 
 
+def probe_attrs(proc: subprocess.CompletedProcess) -> dict[str, str]:
+    """The data-* attributes a probe script set on <body>, from Chromium's --dump-dom; the probe must
+    have finished (data-done="1")."""
+    body = re.search(r"<body[^>]*>", proc.stdout)
+    assert body, f"chromium printed no DOM:\n{proc.stderr[-3000:]}"
+    attrs = dict(re.findall(r'data-([a-z]+)="([^"]*)"', body.group(0)))
+    assert attrs.get("done") == "1", proc.stderr[-3000:]
+    return attrs
+
+
 def test_page_in_headless_chromium(chromium, study, tmp_path):
     html = study["html"].read_text()
     probe = tmp_path / "probe.html"
     probe.write_text(html.replace("<head>", "<head>" + PROBE_HEAD, 1).replace("</body>", PROBE_TAIL + "</body>", 1))
     proc = _chromium("--virtual-time-budget=5000", "--dump-dom", probe.as_uri(), tmp=tmp_path)
-    body = re.search(r"<body[^>]*>", proc.stdout)
-    assert body, f"chromium printed no DOM:\n{proc.stderr[-3000:]}"
-    attrs = dict(re.findall(r'data-([a-z]+)="([^"]*)"', body.group(0)))
-    assert attrs.get("done") == "1", proc.stderr[-3000:]
+    attrs = probe_attrs(proc)
     assert json.loads(attrs["errors"].replace("&quot;", '"')) == []
     assert attrs["broken"] == "", f"images that did not decode: {attrs['broken']}"
     assert attrs["closedsvg"] == "0" and attrs["closedcm"] == "0"  # nothing of a run before it is opened
@@ -285,10 +292,7 @@ def test_published_verdicts_are_in_view_at_1280_px(record_page, tmp_path):
     probe = tmp_path / "layout.html"
     probe.write_text(record_page.read_text().replace("</body>", LAYOUT_PROBE + "</body>", 1))
     proc = _chromium("--window-size=1280,2000", "--virtual-time-budget=5000", "--dump-dom", probe.as_uri(), tmp=tmp_path)
-    body = re.search(r"<body[^>]*>", proc.stdout)
-    assert body, f"chromium printed no DOM:\n{proc.stderr[-3000:]}"
-    attrs = dict(re.findall(r'data-([a-z]+)="([^"]*)"', body.group(0)))
-    assert attrs.get("done") == "1", proc.stderr[-3000:]
+    attrs = probe_attrs(proc)
     assert int(attrs["viewport"]) <= 1280 and int(attrs["tables"]) >= 2  # reports B and D, and the folded ones
     for col in ("verdict", "ours", "pi", "diff", "ci"):
         assert int(attrs[f"n{col}"]) >= 2 * int(attrs["tables"]), (col, attrs)  # a header and a row each at least

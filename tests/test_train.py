@@ -7,14 +7,9 @@ import json
 
 import pytest
 import torch
+from conftest import resolve_run
 
-from fmnist import config, experiments, runfiles, train
-
-
-def resolve(study: dict, **cfg) -> dict:
-    full = config.validate({**cfg, "studies": {"t": study}})
-    runs, _ = experiments.expand(full)
-    return next(iter(runs.values()))
+from fmnist import config, runfiles, train
 
 
 @pytest.fixture(autouse=True)
@@ -23,7 +18,7 @@ def one_thread():
 
 
 def test_train_run_writes_every_output(tmp_path, prepared_small):
-    run = resolve({"models": ["standard_cnn"]}, defaults={"epochs": 2})
+    run = resolve_run({"models": ["standard_cnn"]}, defaults={"epochs": 2})
     m = train.train_run(run, prepared_small, tmp_path, device="cpu", log=lambda s: None)
     for name in ("metrics.json", "history.csv", "confusion.csv", "model.pt"):
         assert (tmp_path / name).exists(), name
@@ -50,14 +45,14 @@ def test_train_run_writes_every_output(tmp_path, prepared_small):
 
 def test_early_stopping_restores_best_epoch(tmp_path, prepared_small):
     # min_delta so large that no epoch after the first counts as better: stop after patience, keep epoch 1
-    run = resolve({"models": ["lenet_like"]},
+    run = resolve_run({"models": ["lenet_like"]},
                   defaults={"epochs": 6, "early_stopping": {"patience": 2, "min_delta": 100.0}})
     m = train.train_run(run, prepared_small, tmp_path, device="cpu", log=lambda s: None)
     assert m["epochs_run"] == 3 and m["best_epoch"] == 1
 
 
 def test_divergence_is_recorded_not_raised(tmp_path, prepared_small):
-    run = resolve({"models": ["standard_cnn"], "settings": ["boom"]},
+    run = resolve_run({"models": ["standard_cnn"], "settings": ["boom"]},
                   settings={"boom": {"optimizer": {"name": "sgd", "lr": 1000.0}}}, defaults={"epochs": 3})
     lines = []
     m = train.train_run(run, prepared_small, tmp_path, device="cpu", log=lines.append)
@@ -69,7 +64,7 @@ def test_divergence_is_recorded_not_raised(tmp_path, prepared_small):
 
 
 def test_mixup_train_accuracy_is_marked(tmp_path, prepared_small):
-    run = resolve({"models": ["standard_cnn"], "augmentations": ["mixup"]}, defaults={"epochs": 1})
+    run = resolve_run({"models": ["standard_cnn"], "augmentations": ["mixup"]}, defaults={"epochs": 1})
     m = train.train_run(run, prepared_small, tmp_path, device="cpu", log=lambda s: None)
     assert "primary label" in m["train_accuracy_note"]
 
@@ -127,7 +122,7 @@ def test_trainer_stops_by_the_rule_on_scripted_validation_scores(tmp_path, prepa
     """The real trainer, its validation scores scripted: 0.60 at epoch 3 improves on epoch 1 and resets the
     count, so patience 2 stops it after epoch 5 (not 4, as a counter that never resets would) and it
     tests epoch 3's weights."""
-    run = resolve({"models": ["lenet_like"]},
+    run = resolve_run({"models": ["lenet_like"]},
                   defaults={"epochs": 8, "train_fraction": 0.25,
                             "early_stopping": {"patience": 2, "monitor": "val_accuracy"}})
     real, scripted = train.RunSetup.evaluate, iter(SCRIPTED_VAL_ACCURACY)
@@ -148,14 +143,14 @@ def test_metrics_record_the_resolved_amp(tmp_path, prepared_small, monkeypatch):
     from fmnist import amp
 
     monkeypatch.setattr(amp, "cpu_has_native_bf16", lambda: True)
-    run = resolve({"models": ["standard_cnn"]}, data={"train_limit": 1000},
+    run = resolve_run({"models": ["standard_cnn"]}, data={"train_limit": 1000},
                   defaults={"epochs": 1, "early_stopping": {"enabled": False}})
     result = train.train_run(run, prepared_small, tmp_path / "out", device="cpu", log=lambda _m: None, max_steps=2)
     assert run["train"]["amp"] == "auto" and result["amp_resolved"] == "bf16"
 
 
 def test_cuda_graph_off_cuda_is_a_config_error():
-    run = resolve({"models": ["standard_cnn"]}, defaults={"cuda_graph": True})
+    run = resolve_run({"models": ["standard_cnn"]}, defaults={"cuda_graph": True})
     with pytest.raises(config.ConfigError, match="cuda_graph: true needs a CUDA device.*cuda_graph: false"):
         train.StepLoop.build(run, 10, 256, torch.device("cpu"))
 
@@ -173,7 +168,7 @@ def test_cuda_graph_matches_eager_on_the_same_seed(prepared_small, recipe):
     out = {}
     for graphed in (False, True):
         # no dropout: its masks would be drawn from differently advanced RNG streams
-        run = resolve({"models": ["standard_cnn"]},
+        run = resolve_run({"models": ["standard_cnn"]},
                       defaults={"cuda_graph": graphed, "amp": "bf16", "dropout": 0.0, **recipe})
         split = train.Batches(arrays["train_images"], arrays["train_labels"], dev)
         torch.manual_seed(0)

@@ -18,7 +18,6 @@ with mean and std from the run's config, `train.normalize` (`LoadedRun.normalize
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from fmnist.config import ConfigError
+from fmnist.files import sha256_file
+from fmnist.runfiles import METRICS_FILE, MODEL_FILE
 
 RUNS_DIR = Path("results") / "runs"
 DEFAULT_DATA = Path("data") / "prepared" / "fashion_mnist.npz"
@@ -40,7 +41,7 @@ class EvaluateError(ConfigError):
 def find_run(run: str | Path, runs_dir: Path | str = RUNS_DIR) -> Path:
     """A run folder from a path or a run id (looked up under `runs_dir`)."""
     for candidate in (Path(run), Path(runs_dir) / str(run)):
-        if (candidate / "metrics.json").is_file():
+        if (candidate / METRICS_FILE).is_file():
             return candidate
     raise EvaluateError(
         f"no finished run {str(run)!r}: neither {str(run)!r} nor {str(Path(runs_dir) / str(run))!r} holds a "
@@ -50,21 +51,13 @@ def find_run(run: str | Path, runs_dir: Path | str = RUNS_DIR) -> Path:
 
 def read_metrics(run_dir: Path) -> dict:
     try:
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        metrics = json.loads((run_dir / METRICS_FILE).read_text())
         metrics["config"]["model"]["arch"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise EvaluateError(
             f"{str(run_dir / 'metrics.json')!r} is not a finished run's metrics ({exc}); retrain the run"
         ) from None
     return metrics
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
@@ -99,11 +92,11 @@ def load_run(run: str | Path, device: str = "cpu", runs_dir: Path | str = RUNS_D
 
     run_dir = find_run(run, runs_dir)
     metrics = read_metrics(run_dir)
-    path = run_dir / "model.pt"
+    path = run_dir / MODEL_FILE
     if not path.is_file():
         raise EvaluateError(f"run {str(run_dir)!r} has no model.pt; retrain it")
-    recorded = (metrics.get("files") or {}).get("model.pt")
-    if recorded and _sha256(path) != recorded:
+    recorded = (metrics.get("files") or {}).get(MODEL_FILE)
+    if recorded and sha256_file(path) != recorded:
         raise EvaluateError(
             f"{str(path)!r} is not the file its metrics.json records (SHA-256 differs): it was damaged or "
             "replaced. Retrain the run (snakemake reruns it when its files are damaged)."
@@ -199,41 +192,3 @@ def evaluate_run(run: str | Path, data_path: Path | str = DEFAULT_DATA, device: 
     result["differences"] = differences
     result["equal"] = not differences
     return result
-
-
-# --- command line: `fmnist evaluate RUN` (wired into fmnist's CLI by add_parser and run) ---
-
-def add_parser(sub) -> Any:
-    """Add the `evaluate` subcommand to an argparse subparsers object."""
-    p = sub.add_parser(
-        "evaluate",
-        help="reload a finished run's model.pt and test it again: its test metrics against metrics.json",
-    )
-    p.add_argument("run", help="a run folder, or a run id under --runs-dir")
-    p.add_argument("--runs-dir", default=str(RUNS_DIR), help="where run ids are looked up (default: results/runs)")
-    p.add_argument("--data", default=str(DEFAULT_DATA),
-                   help="the prepared data file (default: data/prepared/fashion_mnist.npz)")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, mps or auto")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(func=run)
-    return p
-
-
-def run(args) -> int:
-    """`fmnist evaluate`: 0 when the recomputed test metrics equal metrics.json's, 1 when they differ
-    (a run that cannot be evaluated raises EvaluateError, a ConfigError: the CLI prints it, exit 2)."""
-    result = evaluate_run(args.run, args.data, args.device, args.runs_dir)
-    if args.json:
-        print(json.dumps({k: v for k, v in result.items() if k != "confusion_matrix"}, indent=2))
-        return 0 if result["equal"] else 1
-    rec = result["recorded"]
-    print(f"{result['run_id']} on {result['device']} (amp {result['amp']}), {result['n_test']} test images")
-    print(f"  {'':14s} {'now':>12s} {'metrics.json':>12s}")
-    print(f"  {'test_accuracy':14s} {result['test_accuracy']:12.6f} {rec['test_accuracy']:12.6f}")
-    print(f"  {'test_loss':14s} {result['test_loss']:12.6f} {rec['test_loss']:12.6f}")
-    if result["equal"]:
-        print("equal to metrics.json (accuracy and confusion matrix exactly, loss to float rounding)")
-        return 0
-    print("DIFFERENT from metrics.json: " + "; ".join(result["differences"])
-          + (f" (the run trained on {rec['device']})" if rec.get("device") != result["device"] else ""))
-    return 1

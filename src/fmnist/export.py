@@ -34,6 +34,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from fmnist.runfiles import HISTORY_FILE, METRICS_FILE
+
 EPOCH_SCALARS = {  # history.csv column -> scalar name
     "train_loss": "train/loss",
     "train_accuracy": "train/accuracy",
@@ -62,7 +64,7 @@ class FinishedRun:
     @property
     def fingerprint(self) -> str:
         """What the exported figures depend on: the resolved config and the per-epoch values."""
-        digest = hashlib.sha256((self.directory / "history.csv").read_bytes()).hexdigest()[:16]
+        digest = hashlib.sha256((self.directory / HISTORY_FILE).read_bytes()).hexdigest()[:16]
         return f"{self.metrics.get('config_hash', '')}:{digest}"
 
 
@@ -74,10 +76,10 @@ def finished_runs(cfg: dict, results_dir: Path | str = "results") -> list[Finish
     out = []
     for rid, run in runs.items():
         directory = Path(results_dir) / "runs" / rid
-        metrics = status._finished(run, directory / "metrics.json")
+        metrics = status._finished(run, directory / METRICS_FILE)
         if metrics is None:
             continue
-        out.append(FinishedRun(rid, directory, metrics, pd.read_csv(directory / "history.csv"),
+        out.append(FinishedRun(rid, directory, metrics, pd.read_csv(directory / HISTORY_FILE),
                                [s for s, ids in studies.items() if rid in ids]))
     return out
 
@@ -213,7 +215,7 @@ def to_mlflow(runs: list[FinishedRun], tracking_uri: str, experiment: str = "fmn
         for i in range(0, max(len(params), len(metrics)), 100):  # MLflow takes at most 100 params per batch
             client.log_batch(rid, metrics=metrics[i:i + 100], params=params[i:i + 100],
                              tags=[RunTag("mlflow.note.content", f"fmnist run {r.run_id}")] if i == 0 else [])
-        for name in ("metrics.json", "history.csv"):
+        for name in (METRICS_FILE, HISTORY_FILE):
             client.log_artifact(rid, str(r.directory / name))
         client.set_terminated(rid, RunStatus.to_string(RunStatus.FINISHED))
         written += 1

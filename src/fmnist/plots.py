@@ -34,9 +34,10 @@ def quantized_png(image: Image.Image, colours: int = PALETTE_COLOURS) -> bytes:
 
 
 def save_png(fig, out: Path | str) -> None:
-    """Write a figure as a palette PNG (see `quantized_png`)."""
+    """Write a figure as a palette PNG (see `quantized_png`) and close it."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
+    plt.close(fig)
     buf.seek(0)
     with Image.open(buf) as im:
         Path(out).write_bytes(quantized_png(im))
@@ -66,7 +67,6 @@ def learning_curves(history_csv: Path | str, out: Path | str, title: str = "", b
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     save_png(fig, out)
-    plt.close(fig)
 
 
 def confusion(confusion_csv: Path | str, out: Path | str, title: str = "") -> None:
@@ -87,7 +87,6 @@ def confusion(confusion_csv: Path | str, out: Path | str, title: str = "") -> No
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
     fig.tight_layout()
     save_png(fig, out)
-    plt.close(fig)
 
 
 # --- report-level figures: effects, sweeps, Pareto fronts, dataset -------------------------------
@@ -102,7 +101,6 @@ def effects(effects_csv: Path | str, out: Path | str) -> None:
     """Forest plot: each augmentation's paired change in test accuracy vs the baseline, with its 95% CI."""
     fig = effects_figure(pd.read_csv(effects_csv))
     save_png(fig, out)
-    plt.close(fig)
 
 
 def effects_figure(df: pd.DataFrame):
@@ -165,14 +163,12 @@ def sweep(sweep_csv: Path | str, out: Path | str, title: str = "", log_x: bool |
     ax.set_title(title or "sweep", fontsize=10)
     fig.tight_layout()
     save_png(fig, out)
-    plt.close(fig)
 
 
 def pareto(experiments_csv: Path | str, out: Path | str) -> None:
     """Mean test accuracy against parameters and against training time, the Pareto front joined."""
     fig = pareto_figure(pd.read_csv(experiments_csv))
     save_png(fig, out)
-    plt.close(fig)
 
 
 def pareto_figure(df: pd.DataFrame):
@@ -274,7 +270,6 @@ def class_distribution(prepared: Path | str, out: Path | str) -> None:
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     save_png(fig, out)
-    plt.close(fig)
 
 
 def tile(images: np.ndarray, pad: int = 2, fill: float = 0.0) -> np.ndarray:
@@ -318,4 +313,3 @@ def class_samples(prepared: Path | str, out: Path | str, per_class: int = 10, se
     ax.set_title("Training images, one row per class", fontsize=10)
     fig.tight_layout()
     save_png(fig, out)
-    plt.close(fig)

@@ -30,8 +30,10 @@ from pathlib import Path
 from fmnist import config as fmnist_config
 from fmnist import experiments
 from fmnist.config import REPO_ROOT, ConfigError
+from fmnist.runfiles import CONFUSION_FILE, HISTORY_FILE, METRICS_FILE
 
-RUN_FILES = ("metrics.json", "history.csv", "confusion.csv")
+RUN_FILES = (METRICS_FILE, HISTORY_FILE, CONFUSION_FILE)
+"""A record's files per run: a run's outputs without its weights (a record holds none)."""
 MANIFEST = "MANIFEST.json"
 
 
@@ -54,7 +56,7 @@ def next_runs(configfile: Path | str, record: Path | str, kind: str = "cuda", li
     """The record's unfinished runs a `kind` device may train, in the config's order: not in the record
     yet, and of an experiment whose recorded runs (if any) are all of `kind`."""
     runs, _ = experiments.expand(fmnist_config.load(configfile))
-    done = {p.name for p in Path(record).glob("runs/*") if (p / "metrics.json").exists()}
+    done = {p.name for p in Path(record).glob("runs/*") if (p / METRICS_FILE).exists()}
     devices = record_devices(record)
     out = [rid for rid, run in runs.items() if rid not in done
            and set(devices.get(experiments.experiment_id(run), {})) <= {kind}]
@@ -86,7 +88,7 @@ def chunk(configfile: Path | str, record: Path | str, out: Path | str, minutes: 
     env = {**child_env(), "SNAKEMAKE_OUTPUT_CACHE": str(workdir / "cache")}
     rc, seconds, output = run_bounded(cmd, minutes * 60, env)
     (out / "workflow.log").write_text(output)
-    finished = [r for r in todo if (workdir / "results" / "runs" / r / "metrics.json").exists()]
+    finished = [r for r in todo if (workdir / "results" / "runs" / r / METRICS_FILE).exists()]
     log(f"[record gpu] workflow {'ran out of time' if rc is None else f'exited {rc}'} after {seconds:.0f}s; "
         f"{len(finished)} of {len(todo)} runs finished")
     if not finished:

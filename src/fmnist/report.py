@@ -30,6 +30,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from fmnist import compare, svgplot
+from fmnist.runfiles import CONFUSION_FILE, HISTORY_FILE, METRICS_FILE
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "summary.html.j2"
 PACKAGES = ["torch", "torchvision", "snakemake", "pandas", "numpy", "matplotlib", "jinja2", "fmnist"]
@@ -180,7 +181,7 @@ def read_table(tables_dir: Path, name: str) -> pd.DataFrame:
 
 def _curves_svg(rdir: Path, best_epoch) -> Markup | str:
     """The run's learning curves as inline SVG (fmnist.svgplot), from its history.csv."""
-    path = rdir / "history.csv"
+    path = rdir / HISTORY_FILE
     if not path.is_file():
         return ""
     best = None if _nan(best_epoch) else int(best_epoch)
@@ -190,12 +191,12 @@ def _curves_svg(rdir: Path, best_epoch) -> Markup | str:
 def run_detail(row: dict, run_dir: Path) -> dict:
     """One run's drill-down: figures, per-class accuracy, most confused pairs, resolved config."""
     rdir = run_dir / str(row["run_id"])
-    metrics_path = rdir / "metrics.json"
+    metrics_path = rdir / METRICS_FILE
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     per_class = metrics.get("per_class_accuracy") or {
         k[4:]: v for k, v in row.items() if k.startswith("acc_")
     }
-    confusion_csv = rdir / "confusion.csv"
+    confusion_csv = rdir / CONFUSION_FILE
     pairs, matrix = [], None
     if confusion_csv.is_file():
         cm = pd.read_csv(confusion_csv, index_col=0)
@@ -205,7 +206,7 @@ def run_detail(row: dict, run_dir: Path) -> dict:
     return {
         **row,
         "curves_svg": _curves_svg(rdir, row.get("best_epoch")),
-        "curves": "" if (rdir / "history.csv").is_file() else maybe_uri(rdir / "curves.png"),
+        "curves": "" if (rdir / HISTORY_FILE).is_file() else maybe_uri(rdir / "curves.png"),
         "confusion": matrix,
         "per_class": per_class,
         "confused": pairs,

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from fmnist.runfiles import CONFUSION_FILE, HISTORY_FILE, METRICS_FILE
+
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
            "Ankle boot"]
 
@@ -102,14 +104,14 @@ def synthetic_results(root: Path | str, configfile: Path | str = "config/full.ya
         epochs = int(run["train"]["epochs"])
         history = _history(min(epochs, max_epochs) if max_epochs else epochs, rng)
         cm = _confusion(0.9, rng)
-        history.to_csv(d / "history.csv", index=False)
-        pd.DataFrame(cm, columns=CLASSES, index=pd.Index(CLASSES, name="true \\ predicted")).to_csv(d / "confusion.csv")
+        history.to_csv(d / HISTORY_FILE, index=False)
+        pd.DataFrame(cm, columns=CLASSES, index=pd.Index(CLASSES, name="true \\ predicted")).to_csv(d / CONFUSION_FILE)
         m = _metrics(rid, run, history, cm)
-        (d / "metrics.json").write_text(json.dumps(m))
+        (d / METRICS_FILE).write_text(json.dumps(m))
         if figures:
-            plots.learning_curves(d / "history.csv", d / "curves.png", title=f"{rid} (ok)", best_epoch=m["best_epoch"])
-            plots.confusion(d / "confusion.csv", d / "confusion.png", title=f"{rid}: test confusion matrix")
-        paths.append(d / "metrics.json")
+            plots.learning_curves(d / HISTORY_FILE, d / "curves.png", title=f"{rid} (ok)", best_epoch=m["best_epoch"])
+            plots.confusion(d / CONFUSION_FILE, d / "confusion.png", title=f"{rid}: test confusion matrix")
+        paths.append(d / METRICS_FILE)
         if k % 50 == 0:
             log(f"  {k} of {len(ids)} synthetic runs written")
     pub_file = cfg["report"].get("published")

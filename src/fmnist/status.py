@@ -118,10 +118,10 @@ STALE_NOTE = "another config's result in place"
 
 def run_status(run: dict, workdir: Path, active: bool, planned: float | None, now: float) -> RunStatus:
     rid, epochs = run["id"], int(run["train"]["epochs"])
-    metrics = _finished(run, workdir / "results" / "runs" / rid / "metrics.json")
+    metrics = _finished(run, workdir / "results" / "runs" / rid / runfiles.METRICS_FILE)
     staged = None
     if metrics is None:  # pack mode: trained in its pack, not linked yet (its pack's other runs go on)
-        staged = _finished(run, workdir / "results" / "packs" / "runs" / rid / "metrics.json")
+        staged = _finished(run, workdir / "results" / "packs" / "runs" / rid / runfiles.METRICS_FILE)
     if metrics is not None or staged is not None:
         m = metrics or staged
         return RunStatus(rid, "finished", epochs, epoch=m["epochs_run"],
@@ -133,7 +133,7 @@ def run_status(run: dict, workdir: Path, active: bool, planned: float | None, no
         log = read_log(workdir / "logs" / "train_pack" / f"{rid}.log") or log
     if log is None or log.started is None or log.ended or (log.epochs is not None and log.epochs != epochs):
         # no attempt yet, or the log of a run of another config (it ended, or trains to other epochs)
-        stale = (workdir / "results" / "runs" / rid / "metrics.json").exists()
+        stale = (workdir / "results" / "runs" / rid / runfiles.METRICS_FILE).exists()
         return RunStatus(rid, "waiting", epochs, remaining_seconds=planned, estimate_from="plan" if planned else "",
                          note=STALE_NOTE if stale else "")
     st = RunStatus(rid, "running" if active else "interrupted", epochs, epoch=log.epoch,

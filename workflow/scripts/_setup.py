@@ -30,3 +30,20 @@ def redirect_output(log_path: str):
     sys.stdout = sys.stderr = fh
     sys.excepthook = _excepthook
     return fh
+
+
+def start_gpu_job(sm):
+    """The start of a job that may take a GPU: its output to its log, then its GPU slots, taken before
+    torch is imported (CUDA_VISIBLE_DEVICES set to their GPU), and the device its code names: a placed
+    job sees only its GPU, as cuda:0. Returns (slot, device); the job hands the slot back with
+    `fmnist.gpus.release_job(slot)`."""
+    redirect_output(sm.log[0])
+    from fmnist import gpus
+
+    slot = gpus.place_job(
+        sm.resources.get("gpu_slots", 0),
+        gpus=sm.resources.get("gpu", 0),  # a whole-GPU job (gpu_per_run, no nvidia-smi)
+        devices=sm.config.get("gpu_devices"),
+    )
+    device = "cuda" if slot is not None and sm.params.device.startswith("cuda") else sm.params.device
+    return slot, device

@@ -10,24 +10,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, snakemake.scriptdir)  # noqa: F821
-from _setup import redirect_output  # noqa: E402
+from _setup import start_gpu_job  # noqa: E402
 
-redirect_output(snakemake.log[0])  # noqa: F821
+# Output to the pack's log; before any run starts, the pack's GPU slots (CUDA_VISIBLE_DEVICES,
+# inherited by every run of the pack).
+slot, device = start_gpu_job(snakemake)  # noqa: F821
 
-from fmnist import gpus  # noqa: E402
-
-# Before any run starts: the pack's GPU slots, and CUDA_VISIBLE_DEVICES set to their GPU (inherited by
-# every run of the pack).
-slot = gpus.place_job(
-    snakemake.resources.get("gpu_slots", 0),  # noqa: F821
-    gpus=snakemake.resources.get("gpu", 0),  # noqa: F821 - a whole-GPU job (gpu_per_run, no nvidia-smi)
-    devices=snakemake.config.get("gpu_devices"),  # noqa: F821
-)
-
-from fmnist import packs, runcache  # noqa: E402
+from fmnist import gpus, packs, runcache  # noqa: E402
 
 sm = snakemake  # noqa: F821
-device = "cuda" if slot is not None and sm.params.device.startswith("cuda") else sm.params.device
 jobs = [
     {
         "id": run_id,

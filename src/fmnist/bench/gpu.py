@@ -32,6 +32,7 @@ from pathlib import Path
 from fmnist.bench import gpuread
 from fmnist.bench.common import DEFAULT_CONFIG, FULL_CONFIG, child_env, run_bounded, run_workflow
 from fmnist.config import ConfigError
+from fmnist.runfiles import METRICS_FILE
 
 GPU_BENCH_FILE = "bench_gpu.json"
 GPU_TABLE_FILE = "bench_gpu.txt"
@@ -252,7 +253,7 @@ class GpuBench:
 def read_metrics(workdir: Path, ids: list[str]) -> dict[str, dict]:
     out = {}
     for rid in ids:
-        path = workdir / "results" / "runs" / rid / "metrics.json"
+        path = workdir / "results" / "runs" / rid / METRICS_FILE
         if path.exists():
             out[rid] = json.loads(path.read_text())
     return out

@@ -7,8 +7,7 @@ import argparse
 import os
 import sys
 
-from fmnist import evaluate
-from fmnist.cli import bench, data, export, models, plan, record, runs, status, train
+from fmnist.cli import bench, data, evaluate, export, models, plan, record, runs, status, train
 from fmnist.cli.common import DEFAULT_CONFIG
 from fmnist.config import ConfigError
 

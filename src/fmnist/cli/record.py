@@ -74,11 +74,11 @@ def run_import(args) -> int:
 
 
 def run_export(args) -> int:
-    from fmnist import record
+    from fmnist import record, record_readme
 
     name = Path(args.dest).name
     for readme in args.readme or []:  # every README is checked before anything is written
-        problem = record.readme_problem(readme, name)
+        problem = record_readme.readme_problem(readme, name)
         if problem is not None:
             print(f"fmnist: {problem} (nothing was exported)", file=sys.stderr)
             return 2
@@ -87,7 +87,7 @@ def run_export(args) -> int:
     print(f"{args.dest}: {r['finished']} of {r['runs']} runs finished and recorded; tables rebuilt")
     headline = (Path(args.dest) / "headline.md").read_text()
     for readme in args.readme or []:
-        blocks = record.update_readme_blocks(readme, name, args.dest)
+        blocks = record_readme.update_readme_blocks(readme, name, args.dest)
         print(f"{readme}: the record's {', '.join(blocks)} block(s) updated")
     print(headline, end="")
     return 0
