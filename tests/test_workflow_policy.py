@@ -7,6 +7,7 @@ read these; here each decision is checked with its numbers.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -349,3 +350,22 @@ def test_the_cache_filter_drops_only_the_per_file_lines_and_is_added_once():
         assert shown("Failed to store output in cache.") and shown("fmnist: finished x")
     finally:
         log.filters[:] = before
+
+
+def test_the_idle_share_of_static_packs_is_simulated_from_the_plans_figures():
+    """Two models' seeds in packs of three: the fast model's run waits beside the slow model's two."""
+    cfg = tiny_config(studies={"t": {"models": ["simple_cnn", "standard_cnn"], "augmentations": ["none"],
+                                     "seeds": [0, 1]}})
+    runs, _, _ = wf.resolve(copy.deepcopy(cfg), REPO)
+    label = plan.plan_label(cfg)
+    cache = {plan.throughput_key(run, label, True): {**FIGURE, "train_images_per_s": ips}
+             for run in runs.values()
+             for ips in [10.0 if run["model"]["name"] == "simple_cnn" else 20.0]}
+    got = wf.pack_idle_share(cfg, REPO, pack_runs=3, gpu_memory_mb=10**6, cost_cache=cache)
+    assert (got["packs"], got["runs"], got["measured_packs"], got["pack_sizes"]) == (2, 4, 2, [1, 3])
+    # p000: two simple_cnn runs (T) and a standard_cnn run (T/2): T/2 idle of 3T held; p001: T/2 held
+    assert got["idle_share"] == pytest.approx(0.5 / 3.5) and got["unmeasured_runs"] == []
+    same = wf.pack_idle_share(cfg, REPO, pack_runs=2, gpu_memory_mb=10**6, cost_cache=cache)
+    assert same["idle_share"] == 0.0  # each pack one model's seeds
+    unmeasured = wf.pack_idle_share(cfg, REPO, pack_runs=3, gpu_memory_mb=10**6, cost_cache={})
+    assert unmeasured["measured_packs"] == 0 and len(unmeasured["unmeasured_runs"]) == 4

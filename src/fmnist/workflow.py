@@ -17,6 +17,7 @@ jsonschema), so the workflow parses in an environment holding Snakemake alone (t
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Callable, Iterable
@@ -426,7 +427,7 @@ def pack_idle_share(config: dict, repo: Path | str, *, pack_runs: int, gpu_memor
 
     Returns packs, runs, the idle share over the measured packs, and the runs without a figure (their
     packs are left out, not guessed)."""
-    config = {**config, "pack_runs": pack_runs, "gpu_memory_mb": gpu_memory_mb,
+    config = {**copy.deepcopy(config), "pack_runs": pack_runs, "gpu_memory_mb": gpu_memory_mb,
               "pack_max_minutes": pack_max_minutes}
     runs, _, _ = resolve(config, repo)
     study = Study(config, runs, "cuda", None, cost_cache)  # a cluster's GPU jobs: cut by gpu_memory_mb
