@@ -352,7 +352,7 @@ def test_the_cache_filter_drops_only_the_per_file_lines_and_is_added_once():
         log.filters[:] = before
 
 
-def test_the_idle_share_of_static_packs_is_simulated_from_the_plans_figures():
+def test_the_idle_share_of_static_packs_is_simulated_from_the_plans_figures(tmp_path, monkeypatch, capsys):
     """Two models' seeds in packs of three: the fast model's run waits beside the slow model's two."""
     cfg = tiny_config(studies={"t": {"models": ["simple_cnn", "standard_cnn"], "augmentations": ["none"],
                                      "seeds": [0, 1]}})
@@ -369,3 +369,16 @@ def test_the_idle_share_of_static_packs_is_simulated_from_the_plans_figures():
     assert same["idle_share"] == 0.0  # each pack one model's seeds
     unmeasured = wf.pack_idle_share(cfg, REPO, pack_runs=3, gpu_memory_mb=10**6, cost_cache={})
     assert unmeasured["measured_packs"] == 0 and len(unmeasured["unmeasured_runs"]) == 4
+    # the command: the study's config file and the plan's cache file
+    import yaml
+
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(cfg))
+    monkeypatch.setenv("FMNIST_CACHE_DIR", str(tmp_path))
+    plan.save_cache(cache, tmp_path / "throughput.json")
+    assert wf._main(["--configfile", str(tmp_path / "study.yaml"), "--pack-runs", "3",
+                     "--gpu-memory-mb", "1000000"]) == 0
+    said = capsys.readouterr().out
+    assert "4 runs in 2 packs" in said and "idle share of the packs' run slots: 14.3% (over 2 packs" in said
+    assert wf._main(["--configfile", str(tmp_path / "study.yaml"), "--gpu-memory-mb", "1000000",
+                     "--plan-device", "h100"]) == 1
+    assert "idle share: unknown" in capsys.readouterr().out

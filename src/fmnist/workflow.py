@@ -465,20 +465,28 @@ def _main(argv=None) -> int:
     parser.add_argument("--gpu-memory-mb", type=int, required=True, help="one node GPU's memory")
     parser.add_argument("--pack-max-minutes", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None, help="the figures' threads (default: the config's)")
+    parser.add_argument("--plan-device", default=None,
+                        help="the GPU model whose figures time the runs (h200, ...; default: the config's)")
     args = parser.parse_args(argv)
     repo = Path(__file__).resolve().parents[2]
     config = yaml.safe_load(Path(args.configfile).read_text()) or {}
     if args.threads:
         config["threads"] = args.threads
+    if args.plan_device:
+        config["plan_device"] = args.plan_device
     got = pack_idle_share(config, repo, pack_runs=args.pack_runs, gpu_memory_mb=args.gpu_memory_mb,
                           cost_cache=plan.load_cache(), pack_max_minutes=args.pack_max_minutes)
     print(f"{args.configfile}: {got['runs']} runs in {got['packs']} packs (pack_runs={args.pack_runs}, "
           f"gpu_memory_mb={args.gpu_memory_mb}, sizes {got['pack_sizes']}), figures of {got['label']}")
-    print(f"idle share of the packs' run slots: {got['idle_share']:.1%} "
-          f"(over {got['measured_packs']} packs whose runs all have a figure)")
+    if got["measured_packs"]:
+        print(f"idle share of the packs' run slots: {got['idle_share']:.1%} "
+              f"(over {got['measured_packs']} packs whose runs all have a figure)")
+    else:
+        print("idle share: unknown, no pack has a figure for each of its runs")
     if got["unmeasured_runs"]:
-        print(f"{len(got['unmeasured_runs'])} runs have no figure: `python -m fmnist plan --configfile "
-              f"{args.configfile}` measures them")
+        print(f"{len(got['unmeasured_runs'])} runs have no figure on {got['label']}: `python -m fmnist plan "
+              f"--configfile {args.configfile}` measures them (on a node with that GPU for --plan-device)")
+        return 1 if not got["measured_packs"] else 0
     return 0
 
 
