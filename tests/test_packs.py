@@ -63,6 +63,45 @@ def test_every_pack_fits_its_gpu_unless_one_run_alone_does_not(need, size, budge
         assert len(first) == size or sum(need[r] for r in first) + need[second[0]] > budget
 
 
+@given(
+    st.dictionaries(st.from_regex(r"[a-z]{1,3}\.s[0-9]", fullmatch=True), st.integers(1, 600), max_size=30),
+    st.integers(1, 6),
+    st.integers(1, 900),
+)
+def test_every_pack_fits_the_time_limit_unless_one_run_alone_does_not(minutes, size, limit):
+    got = packs.packs(minutes, size, minutes=minutes, max_minutes=limit)
+    assert [r for chunk in got.values() for r in chunk] == sorted(minutes)
+    for chunk in got.values():
+        assert 1 <= len(chunk) <= size
+        assert sum(minutes[r] for r in chunk) <= limit or len(chunk) == 1
+    chunks = list(got.values())
+    for first, second in zip(chunks, chunks[1:], strict=False):  # cut only where the next run would pass it
+        assert len(first) == size or sum(minutes[r] for r in first) + minutes[second[0]] > limit
+    assert packs.over_time(minutes, limit) == sorted(r for r, m in minutes.items() if m > limit)
+
+
+def test_packs_are_cut_by_time_and_memory_together():
+    runs = ["a.s0", "a.s1", "a.s2", "b.s0"]
+    need = dict.fromkeys(runs, 10)
+    minutes = {"a.s0": 100, "a.s1": 100, "a.s2": 50, "b.s0": 500}
+    assert packs.packs(runs, 4, need, 25, minutes, 250) == {
+        "p000": ["a.s0", "a.s1"], "p001": ["a.s2"], "p002": ["b.s0"]}  # memory cuts, then time cuts
+    assert packs.packs(runs, 4, minutes=minutes, max_minutes=250) == {
+        "p000": ["a.s0", "a.s1", "a.s2"], "p001": ["b.s0"]}  # 250 fits 250; b.s0 is over it alone
+    assert packs.over_time(minutes, 250) == ["b.s0"] and packs.over_time(minutes, None) == []
+    with pytest.raises(ValueError, match="minutes"):
+        packs.packs(runs, 3, max_minutes=100)
+
+
+def test_the_idle_share_is_what_a_packs_slots_wait_for_its_slowest_run():
+    assert packs.idle_share({"p000": ["a", "b"]}, {"a": 10, "b": 10}) == 0.0
+    # slots held: 4 x 40 + 1 x 5; idle: (40-10) x 3 in the first pack
+    got = packs.idle_share({"p000": ["a", "b", "c", "d"], "p001": ["e"]},
+                           {"a": 40, "b": 10, "c": 10, "d": 10, "e": 5})
+    assert got == pytest.approx(90 / 165)
+    assert packs.idle_share({}, {}) == 0.0
+
+
 def test_the_stamp_changes_with_every_param():
     base = packs.stamp('{"id": "a"}', "code1", "cpu", None)
     assert base == packs.stamp('{"id": "a"}', "code1", "cpu", None)
@@ -303,3 +342,28 @@ def test_a_killed_pack_leaves_no_run_training(tmp_path, prepared_small):
     else:
         os.kill(child, signal.SIGKILL)
         raise AssertionError("the run's process outlived its killed pack")
+
+
+def test_a_job_trains_the_pack_table_the_submitting_snakemake_wrote(tmp_path):
+    """A job's parse (`--mode subprocess`, as a cluster job's `--mode remote`) reads the pack table: none
+    there is an error naming the fix; one that differs from the node's own cut wins, and is said."""
+    cfg = tiny_config(pack_runs=2, studies=SEEDS3)
+    root = make_workflow(tmp_path / "wf", cfg)
+    targets = run_targets(f"standard_cnn.none.default.s{i}" for i in range(3))
+    proc = snakemake(root, "--mode", "subprocess", "-n", *targets, check=False)
+    said = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "this job found no pack table" in said, said[-2000:]
+    assert "run snakemake again there" in said
+    snakemake(root, "--list-rules")  # any real run of the submitting snakemake writes it
+    table = json.loads((root / ".snakemake" / "fmnist-packs.json").read_text())
+    assert table["packs"] == {"p000": ["standard_cnn.none.default.s0", "standard_cnn.none.default.s1"],
+                              "p001": ["standard_cnn.none.default.s2"]}
+    table["packs"] = {"p000": ["standard_cnn.none.default.s0"],
+                      "p001": ["standard_cnn.none.default.s1", "standard_cnn.none.default.s2"]}
+    (root / ".snakemake" / "fmnist-packs.json").write_text(json.dumps(table))
+    proc = snakemake(root, "--mode", "subprocess", "-n", *targets)
+    text = proc.stdout + proc.stderr
+    assert "this node would cut 2 packs where the submitting machine cut 2" in text, text[-2000:]
+    assert "(1 runs in another pack, e.g. standard_cnn.none.default.s1)" in text
+    # the submitting snakemake's own parse ignores a table and cuts again (then writes it anew)
+    assert "this node would cut" not in (lambda p: p.stdout + p.stderr)(snakemake(root, "-n", *targets))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -427,3 +428,49 @@ def test_a_requeued_group_job_resumes_its_runs(slurm_cluster, mode):
             summary = json.loads((root / "results" / "packs" / "p000.json").read_text())["runs"]
             times = [(v["train_started"], v["train_finished"]) for v in summary.values()]
             assert len(times) == 2 and max(t for t, _ in times) < min(f for _, f in times), summary
+
+
+@pytest.mark.slow
+def test_a_sigtermed_pack_saves_its_epoch_fails_and_its_retry_resumes(slurm_cluster):
+    """`scancel --signal=TERM` (what a preemption or a time limit sends first) on a pack job: the run
+    finishes its epoch within the grace period, saves it and exits 143; the job fails, the shipped
+    `retries` submits it again, and the run resumes after the saved epoch to the end."""
+    env = slurm_cluster["env"]
+    with workflow_dir() as root:
+        epochs = 12
+        make_workflow(root, tiny_config(device="auto", sigterm_grace_s=600, defaults={
+            "epochs": epochs, "batch_size": 16, "early_stopping": {"enabled": False}}))
+        test_cluster_profile(root)
+        cache_dir = root / "plan-cache"
+        (rid,) = planned(root, cache_dir)
+        before = {j["JobId"] for j in slurm_jobs(env)}
+        run_env = {**env, "PYTHONPATH": str(REPO / "src"), "FMNIST_CACHE_DIR": str(cache_dir)}
+        cmd = [SNAKEMAKE, "--workflow-profile", "profiles/test-slurm", "--configfile", "test.yaml",
+               "--config", "plan_device=h200", "pack_runs=2"]
+        log = root / "snakemake.out"
+        proc = subprocess.Popen(cmd, cwd=root, env=run_env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+        try:
+            resume = root / "results" / "packs" / "runs" / rid / "resume.pt"
+            wait_for(resume.exists, "the run saved no epoch", 300, slurm_cluster["logs"])
+            (job,) = [j for j in slurm_jobs(env)
+                      if j["JobId"] not in before and j.get("Comment", "").startswith("rule_train_pack")]
+            subprocess.run(["scancel", "--signal=TERM", job["JobId"]], env=env, check=True)
+            proc.wait(timeout=900)
+            out = log.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        run_log = (root / "logs" / "train_pack" / f"{rid}.log").read_text()
+        assert proc.returncode == 0, out[-4000:] + run_log[-3000:]
+        stopped = re.search(r"SIGTERM: epoch (\d+) finished within the 600s grace period and is saved; "
+                            r"exit code 143", run_log)
+        assert stopped, run_log[-3000:]
+        assert f"resuming after epoch {stopped.group(1)}" in run_log, run_log[-3000:]
+        states = sorted((int(j["JobId"]), j["JobState"]) for j in slurm_jobs(env)
+                        if j["JobId"] not in before and j.get("Comment", "").startswith("rule_train_pack"))
+        assert [s for _, s in states] == ["FAILED", "COMPLETED"], (states, out[-3000:])
+        # (the pack's own log, logs/train_pack/p000.log, is the retry's: Snakemake clears a job's log
+        # before it runs; tests/test_sigterm.py checks that a pack passes SIGTERM on and waits)
+        metrics = json.loads((root / "results" / "runs" / rid / "metrics.json").read_text())
+        assert metrics["status"] == "ok" and metrics["epochs_run"] == epochs

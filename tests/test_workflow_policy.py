@@ -7,6 +7,7 @@ read these; here each decision is checked with its numbers.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -202,6 +203,74 @@ def test_packs_cut_by_count_only_are_said_once_with_the_fix():
     assert study(device="cuda", local=False).messages(grouped=False) == []  # no packs
 
 
+def test_packs_are_cut_to_a_partitions_time_limit_and_ask_no_more():
+    """Unmeasured runs plan DEFAULT_RUNTIME_MINUTES each: a limit of two runs' minutes holds two."""
+    minutes = plan.DEFAULT_RUNTIME_MINUTES
+    s = study(device="cpu", pack_runs=3, pack_max_minutes=2 * minutes)
+    assert s.packs == {"p000": RUN_IDS[:2], "p001": RUN_IDS[2:]}
+    assert s.pack_resources("p000")["runtime"] == 2 * minutes  # the limit, exactly
+    assert s.pack_resources("p000", attempt=2)["runtime"] == 2 * minutes  # a retry never asks more
+    assert s.messages(grouped=False) == []
+    assert study(device="cpu", pack_runs=3, pack_max_minutes=3 * minutes).packs == {"p000": RUN_IDS}
+    # a run longer than the limit alone: a pack of its own, asking for the limit, and said once
+    short = study(device="cpu", pack_runs=3, pack_max_minutes=minutes - 1)
+    assert short.packs == {f"p00{i}": [r] for i, r in enumerate(RUN_IDS)}
+    assert short.pack_resources("p000")["runtime"] == minutes - 1
+    [said] = short.messages(grouped=False)
+    assert said.startswith(f"pack_max_minutes={minutes - 1}: 3 runs plan more minutes alone than the limit")
+    assert f"{RUN_IDS[0]} ({minutes} min)" in said
+    with pytest.raises(ConfigError, match="pack_max_minutes"):
+        wf.resolve(tiny_config(pack_max_minutes=0), REPO)
+
+
+def test_the_pack_table_round_trips_with_the_plan_inputs_that_cut_it(tmp_path):
+    s = study(device="auto", plan_device="h200", local=False, pack_runs=3, gpu_memory_mb=2 * NEED_MB,
+              pack_max_minutes=500)
+    path = wf.write_pack_table(s, tmp_path / ".snakemake" / "fmnist-packs.json")
+    table = wf.read_pack_table(path)
+    assert table["packs"] == s.packs == {"p000": RUN_IDS[:2], "p001": RUN_IDS[2:]}
+    inputs = table["inputs"]
+    assert inputs["budget"] == 2 * NEED_MB and inputs["need"] == dict.fromkeys(RUN_IDS, NEED_MB)
+    assert inputs["pack_max_minutes"] == 500 and inputs["minutes"] == s.pack_minutes
+    assert inputs["plan_label"] == plan.plan_label(s.config) and inputs["pack_runs"] == 3
+    same = study(device="auto", plan_device="h200", local=False, pack_runs=3, gpu_memory_mb=2 * NEED_MB,
+                 pack_max_minutes=500)
+    assert same.adopt_pack_table(table) is None and same.packs == s.packs
+
+
+def test_a_node_that_would_cut_other_packs_trains_the_submitters_and_says_so(tmp_path):
+    submitter = study(device="auto", plan_device="h200", local=False, pack_runs=3, gpu_memory_mb=3 * NEED_MB)
+    table = wf.read_pack_table(wf.write_pack_table(submitter, tmp_path / "packs.json"))
+    # the node sees a plan cache with a figure the submitter did not have: its own cut would differ
+    run = submitter.runs[RUN_IDS[0]]
+    big = {plan.throughput_key(run, plan.plan_label(submitter.config), True):
+           {**FIGURE, "params": 2_000_000_000}}
+    node = study(device="auto", plan_device="h200", local=False, pack_runs=3, gpu_memory_mb=3 * NEED_MB,
+                 cost_cache=big)
+    assert node.packs != submitter.packs
+    said = node.adopt_pack_table(table)
+    assert node.packs == submitter.packs == {"p000": RUN_IDS}
+    assert node.run_pack == dict.fromkeys(RUN_IDS, "p000")
+    assert node.pack_params("p000")["runs"].keys() == set(RUN_IDS)
+    assert said.startswith("fmnist: this node would cut") and "training the submitter's packs" in said
+    assert str(wf.PACK_TABLE) in said
+
+
+def test_a_job_without_a_usable_pack_table_stops_with_the_fix(tmp_path):
+    with pytest.raises(wf.PackTableError, match="found no pack table .*run snakemake again there"):
+        wf.read_pack_table(tmp_path / "missing.json")
+    damaged = tmp_path / "damaged.json"
+    damaged.write_text("{not json")
+    with pytest.raises(wf.PackTableError, match="cannot be read"):
+        wf.read_pack_table(damaged)
+    damaged.write_text(json.dumps({"version": 0, "packs": {}}))
+    with pytest.raises(wf.PackTableError, match="not one this version writes"):
+        wf.read_pack_table(damaged)
+    other = {"version": wf.PACK_TABLE_VERSION, "packs": {"p000": ["other.run.s0"]}}
+    with pytest.raises(wf.PackTableError, match="names runs this config does not have: other.run.s0"):
+        study(device="cpu", pack_runs=3).adopt_pack_table(other)
+
+
 def test_runs_without_figures_are_said_by_a_grouped_or_plan_device_run():
     s = study(device="auto", plan_device="h200", local=False)
     [said] = s.messages(grouped=False, configfiles=[os.path.abspath("study.yaml")])
@@ -281,3 +350,35 @@ def test_the_cache_filter_drops_only_the_per_file_lines_and_is_added_once():
         assert shown("Failed to store output in cache.") and shown("fmnist: finished x")
     finally:
         log.filters[:] = before
+
+
+def test_the_idle_share_of_static_packs_is_simulated_from_the_plans_figures(tmp_path, monkeypatch, capsys):
+    """Two models' seeds in packs of three: the fast model's run waits beside the slow model's two."""
+    cfg = tiny_config(studies={"t": {"models": ["simple_cnn", "standard_cnn"], "augmentations": ["none"],
+                                     "seeds": [0, 1]}})
+    runs, _, _ = wf.resolve(copy.deepcopy(cfg), REPO)
+    label = plan.plan_label(cfg)
+    cache = {plan.throughput_key(run, label, True): {**FIGURE, "train_images_per_s": ips}
+             for run in runs.values()
+             for ips in [10.0 if run["model"]["name"] == "simple_cnn" else 20.0]}
+    got = wf.pack_idle_share(cfg, REPO, pack_runs=3, gpu_memory_mb=10**6, cost_cache=cache)
+    assert (got["packs"], got["runs"], got["measured_packs"], got["pack_sizes"]) == (2, 4, 2, [1, 3])
+    # p000: two simple_cnn runs (T) and a standard_cnn run (T/2): T/2 idle of 3T held; p001: T/2 held
+    assert got["idle_share"] == pytest.approx(0.5 / 3.5) and got["unmeasured_runs"] == []
+    same = wf.pack_idle_share(cfg, REPO, pack_runs=2, gpu_memory_mb=10**6, cost_cache=cache)
+    assert same["idle_share"] == 0.0  # each pack one model's seeds
+    unmeasured = wf.pack_idle_share(cfg, REPO, pack_runs=3, gpu_memory_mb=10**6, cost_cache={})
+    assert unmeasured["measured_packs"] == 0 and len(unmeasured["unmeasured_runs"]) == 4
+    # the command: the study's config file and the plan's cache file
+    import yaml
+
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(cfg))
+    monkeypatch.setenv("FMNIST_CACHE_DIR", str(tmp_path))
+    plan.save_cache(cache, tmp_path / "throughput.json")
+    assert wf._main(["--configfile", str(tmp_path / "study.yaml"), "--pack-runs", "3",
+                     "--gpu-memory-mb", "1000000"]) == 0
+    said = capsys.readouterr().out
+    assert "4 runs in 2 packs" in said and "idle share of the packs' run slots: 14.3% (over 2 packs" in said
+    assert wf._main(["--configfile", str(tmp_path / "study.yaml"), "--gpu-memory-mb", "1000000",
+                     "--plan-device", "h100"]) == 1
+    assert "idle share: unknown" in capsys.readouterr().out

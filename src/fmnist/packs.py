@@ -24,14 +24,17 @@ moves to another pack (a run added before it) keeps its staged result.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from fmnist.runfiles import METRICS_FILE, RESUME_FILE, RUN_OUTPUTS, job_header
@@ -41,6 +44,7 @@ STAGING_DIR = PACK_DIR / "runs"
 STAMP = "staged.json"
 STAGED_FILES = RUN_OUTPUTS  # a run folder's files, staged
 LOG_DIR = Path("logs/train_pack")
+DEFAULT_GRACE_S = 60.0  # fmnist.train.DEFAULT_GRACE_S (train is not imported by the launcher)
 
 
 class PackError(RuntimeError):
@@ -48,28 +52,63 @@ class PackError(RuntimeError):
 
 
 def packs(run_ids, size: int, need: Mapping[str, float] | None = None,
-          budget: float | None = None) -> dict[str, list[str]]:
+          budget: float | None = None, minutes: Mapping[str, float] | None = None,
+          max_minutes: float | None = None) -> dict[str, list[str]]:
     """The packs of `run_ids`: sorted, cut into chunks of at most `size` runs, named p000, p001, ...
 
     With `need` (each run's share of a GPU: its planned memory in MB with its CUDA context, or the GPU
     slots that memory takes) and `budget` (the same measure of the one GPU a pack gets), a pack is also
     cut before the run that would take it past the budget: a pack never plans more of a GPU than it
-    gets, and a run too big to share one gets a pack of its own. Packs stay runs of consecutive sorted
-    ids, so an experiment's seeds still sit side by side."""
+    gets, and a run too big to share one gets a pack of its own. With `minutes` (each run's planned
+    runtime) and `max_minutes` (a partition's time limit), a pack is also cut before the run that would
+    take its summed runtime past the limit; a run longer than the limit alone gets a pack of its own
+    (`over_time` names those). Packs stay runs of consecutive sorted ids, so an experiment's seeds
+    still sit side by side."""
     if size < 1:
         raise ValueError(f"pack size must be at least 1, got {size}")
     if budget is not None and need is None:
         raise ValueError("a pack budget needs each run's need")
+    if max_minutes is not None and minutes is None:
+        raise ValueError("a pack time limit needs each run's minutes")
     chunks: list[list[str]] = []
     used = 0.0
+    spent = 0.0
     for run_id in sorted(run_ids):
         want = need[run_id] if budget is not None else 0.0
-        if not chunks or len(chunks[-1]) >= size or (budget is not None and used + want > budget):
+        takes = minutes[run_id] if max_minutes is not None else 0.0
+        if (not chunks or len(chunks[-1]) >= size or (budget is not None and used + want > budget)
+                or (max_minutes is not None and spent + takes > max_minutes)):
             chunks.append([])
-            used = 0.0
+            used = spent = 0.0
         chunks[-1].append(run_id)
         used += want
+        spent += takes
     return {f"p{i:03d}": chunk for i, chunk in enumerate(chunks)}
+
+
+def over_time(minutes: Mapping[str, float], max_minutes: float | None) -> list[str]:
+    """The runs whose planned runtime alone passes `max_minutes` (each is a pack of its own, and its
+    job asks for the limit: it resumes after its last finished epoch on each retry)."""
+    if max_minutes is None:
+        return []
+    return sorted(r for r, m in minutes.items() if m > max_minutes)
+
+
+def idle_share(pack_runs: Mapping[str, list[str]], seconds: Mapping[str, float]) -> float:
+    """The share of a static pack's run slots left idle while its slowest run finishes: the sum over
+    packs of (the pack's longest run - each run's time), over the sum of packs' (longest x runs).
+
+    A pack holds its GPU until its slowest run ends, so a pack of one long run and three short ones
+    leaves three slots waiting. 0 when every pack's runs take equally long (or no packs)."""
+    idle = held = 0.0
+    for run_ids in pack_runs.values():
+        if not run_ids:
+            continue
+        times = [float(seconds[r]) for r in run_ids]
+        longest = max(times)
+        idle += sum(longest - t for t in times)
+        held += longest * len(times)
+    return idle / held if held else 0.0
 
 
 def stamp(run_json: str, code: str, device: str, max_steps: int | None) -> str:
@@ -114,10 +153,59 @@ def run_pack(jobs: list[dict], threads: int, log=print, poll_s: float = 0.5,
     ended, if any run failed; the finished runs stay staged.
     """
     results: dict[str, dict] = {}
-    procs = {}
+    procs: dict[str, subprocess.Popen] = {}
+    with _forward_sigterm(procs, log) as terminated:
+        _start_and_wait(jobs, threads, log, poll_s, retrain, results, procs, terminated)
+    failed = [r for r, v in results.items() if v["status"] == "failed"]
+    if failed:
+        kept = [r for r, v in results.items() if v["status"] != "failed"]
+        raise PackError(
+            (f"SIGTERM: {len(failed)} of {len(results)} runs of this pack stopped before they finished: "
+             if terminated else f"{len(failed)} of {len(results)} runs of this pack failed: ")
+            + ", ".join(f"{r} (log {results[r]['log']})" for r in failed)
+            + (f". Kept, not trained again on the next attempt: {', '.join(kept)}" if kept else "")
+            + (". The next attempt resumes each after its last saved epoch." if terminated else
+               ". Fix the cause (the logs say it), then run snakemake again: the failed runs resume "
+               "after their last finished epoch."))
+    return results
+
+
+@contextlib.contextmanager
+def _forward_sigterm(procs: dict[str, subprocess.Popen], log) -> Iterator[list[bool]]:
+    """While the pack waits: a SIGTERM (preemption, scancel, a time limit's warning signal) is passed on
+    to every run still training, and the pack goes on waiting for them, each saving its epoch or
+    abandoning it within its grace period (fmnist.train.Termination). Yields [whether one came]. In the
+    main thread only (elsewhere Python cannot set a handler)."""
+    came = [False]
+
+    def forward(*_args) -> None:
+        came[0] = True
+        running = [(r, p) for r, p in procs.items() if p.poll() is None]
+        for _, proc in running:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(RuntimeError):  # a print the signal interrupted: the runs' logs say it
+            log(f"SIGTERM: passed on to {len(running)} running runs ({', '.join(r for r, _ in running)}); "
+                "waiting for each to save its epoch or stop")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield came
+        return
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        yield came
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _start_and_wait(jobs, threads, log, poll_s, retrain, results, procs, terminated) -> None:
     for job in jobs:
         folder = staged_dir(job["id"])
         log_path = LOG_DIR / f"{job['id']}.log"
+        if terminated[0]:  # a SIGTERM while the pack starts: no run starts after it
+            results[job["id"]] = {"status": "failed", "log": str(log_path), "exit_code": None}
+            log(f"{job['id']}: not started (SIGTERM)")
+            continue
         forced = job["id"] in retrain
         if staged_stamp(folder) == job["stamp"] and not forced:
             results[job["id"]] = {"status": "skipped", "log": str(log_path)}
@@ -152,16 +240,6 @@ def run_pack(jobs: list[dict], threads: int, log=print, poll_s: float = 0.5,
             log(f"{run_id}: {'finished' if ok else f'FAILED (exit code {code})'}")
         if procs:
             time.sleep(poll_s)
-    failed = [r for r, v in results.items() if v["status"] == "failed"]
-    if failed:
-        kept = [r for r, v in results.items() if v["status"] != "failed"]
-        raise PackError(
-            f"{len(failed)} of {len(results)} runs of this pack failed: "
-            + ", ".join(f"{r} (log {results[r]['log']})" for r in failed)
-            + (f". Kept, not trained again on the next attempt: {', '.join(kept)}" if kept else "")
-            + ". Fix the cause (the logs say it), then run snakemake again: the failed runs resume "
-            "after their last finished epoch.")
-    return results
 
 
 def _die_with_parent() -> None:
@@ -213,7 +291,8 @@ def _child(spec_path: str) -> int:
     out_dir = Path(job["out_dir"])
     metrics = train.train_run(json.loads(job["run"]), job["data"], out_dir, device=job["device"],
                               threads=job["threads"], max_steps=job["max_steps"],
-                              features_path=job.get("features"))
+                              features_path=job.get("features"),
+                              grace_s=job.get("grace_s", DEFAULT_GRACE_S))
     tmp = out_dir / f".{STAMP}.part"
     tmp.write_text(json.dumps({"stamp": job["stamp"], "started": started, "finished": time.time()}))
     os.replace(tmp, out_dir / STAMP)

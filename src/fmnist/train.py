@@ -13,9 +13,12 @@ import datetime
 import math
 import os
 import platform
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,76 @@ from fmnist.runtime import (  # noqa: F401 - re-exported: the trainer's public n
 )
 
 NOT_LEARNED_ACCURACY = 0.15  # chance is 0.10; a run at or below this learned nothing
+
+TERMINATED_EXIT = 128 + signal.SIGTERM
+"""A run stopped by SIGTERM exits with this code (a shell's for a SIGTERM'd process): its job fails and
+is retried or requeued, and the retry resumes after the last saved epoch."""
+DEFAULT_GRACE_S = 60.0
+"""Seconds the epoch in progress may still take after a SIGTERM (config sigterm_grace_s)."""
+EVAL_MARGIN = 1.25
+"""The epoch's remaining steps x this: the rest of the epoch with its validation pass."""
+
+
+class Terminated(SystemExit):
+    """The run stopped on SIGTERM; its last finished epoch is saved (exit code TERMINATED_EXIT)."""
+
+    def __init__(self) -> None:
+        super().__init__(TERMINATED_EXIT)
+
+
+class EpochAbandoned(Exception):
+    """SIGTERM came, and the epoch in progress would not finish within the grace period."""
+
+    def __init__(self, epoch: int, step: int, steps: int, estimate_s: float | None):
+        super().__init__(f"epoch {epoch}, step {step} of {steps}")
+        self.epoch, self.step, self.steps, self.estimate_s = epoch, step, steps, estimate_s
+
+
+class Termination:
+    """A SIGTERM's request to stop (preemption, scancel, a time limit's warning signal).
+
+    Resuming inside an epoch would change the run's numbers (the epoch's permutation and every
+    augmentation draw come from the RNG stream the epoch started with), so a run stops only between
+    epochs: at the first step after the signal, the epoch in progress is finished when the steps left
+    (at the epoch's pace so far, with its validation pass) end within `grace_s`, then saved; otherwise
+    it is abandoned at once and the run resumes after its last saved epoch. Decided once per signal."""
+
+    def __init__(self, grace_s: float = DEFAULT_GRACE_S):
+        self.grace_s = float(grace_s)
+        self.deadline: float | None = None  # time.monotonic() by which the run must have exited
+        self.finish_epoch: bool | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.deadline is not None
+
+    def request(self, *_args) -> None:
+        """The signal handler: only notes the time (a second SIGTERM changes nothing)."""
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.grace_s
+
+    def check(self, epoch: int, step: int, steps: int, epoch_seconds: float) -> None:
+        """Before each step: raise EpochAbandoned when a SIGTERM came and the epoch cannot finish in time."""
+        if self.deadline is None or self.finish_epoch:
+            return
+        estimate = None if step == 0 else epoch_seconds / step * (steps - step) * EVAL_MARGIN
+        self.finish_epoch = estimate is not None and time.monotonic() + estimate <= self.deadline
+        if not self.finish_epoch:
+            raise EpochAbandoned(epoch, step, steps, estimate)
+
+    @contextmanager
+    def installed(self) -> Iterator[Termination]:
+        """SIGTERM handled by `request` inside the block (the main thread only: elsewhere Python cannot
+        set a handler, and the default action stays), the previous handler restored after."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = signal.signal(signal.SIGTERM, self.request)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
 
 
 @torch.inference_mode()
@@ -196,9 +269,10 @@ class StepLoop:
         self.schedule.after_batch()
         return loss.detach(), logits.detach(), target
 
-    def epoch(self, train: Batches, epoch: int, max_steps: int | None = None):
+    def epoch(self, train: Batches, epoch: int, max_steps: int | None = None, stop: Termination | None = None):
         """One shuffled pass (or its first `max_steps` steps): (loss sum, correct count, images seen,
         divergence reason or ""). Images seen: fewer than the split's with drop_last or max_steps.
+        `stop`: a SIGTERM's request, asked before each step (raises EpochAbandoned, see Termination).
 
         The sums stay on the device; the host reads the loss only every `check_every` steps.
         """
@@ -209,7 +283,10 @@ class StepLoop:
         perm = torch.randperm(n_train, device=dev)
         steps = self.steps if max_steps is None else min(self.steps, max_steps)
         seen = 0
+        t0 = time.perf_counter()
         for step in range(steps):
+            if stop is not None:
+                stop.check(epoch, step, steps, time.perf_counter() - t0)
             idx = perm[step * batch_size:(step + 1) * batch_size]
             y = train.labels[idx]
             loss, logits, target = self.step(train.images[idx], y)
@@ -512,13 +589,15 @@ def history_row(epoch: int, **values) -> dict:
     return {"epoch": int(epoch), **{k: float(v) for k, v in values.items()}}
 
 
-def train_epoch(s: RunSetup, p: Progress, max_steps: int | None, log: Callable[[str], None]) -> bool:
+def train_epoch(s: RunSetup, p: Progress, max_steps: int | None, log: Callable[[str], None],
+                stop: Termination | None = None) -> bool:
     """Train epoch `p.epoch + 1`, evaluate it and apply the stop rule; False when the run diverged
-    (recorded in `p`, the epoch not counted). The caller saves the progress."""
+    (recorded in `p`, the epoch not counted). The caller saves the progress. EpochAbandoned (a SIGTERM,
+    `stop`) leaves `p` as it was."""
     loop, cfg, rule = s.loop, s.run["train"], s.rule
     epoch = p.epoch + 1
     t0 = time.perf_counter()
-    loss_sum, correct, seen, reason = loop.epoch(s.train, epoch, max_steps=max_steps)
+    loss_sum, correct, seen, reason = loop.epoch(s.train, epoch, max_steps=max_steps, stop=stop)
     if reason:
         p.status, p.reason = "diverged", reason
         log(f"diverged: {reason}; recording the run as diverged")
@@ -651,6 +730,7 @@ def train_run(
     stop_after_epochs: int | None = None,
     max_steps: int | None = None,
     features_path: Path | str | None = None,
+    grace_s: float = DEFAULT_GRACE_S,
 ) -> dict:
     """Train `run` (a resolved config from fmnist.experiments) and write its files into `out_dir`.
 
@@ -662,6 +742,12 @@ def train_run(
 
     The stop rule is asked before every epoch, a resumed run's first included: a run whose saved
     state had already decided to stop goes straight to its final evaluation.
+
+    On SIGTERM (preemption, scancel, a time limit's warning signal) the run finishes the epoch in
+    progress if it ends within `grace_s` seconds and saves it, else abandons it at once; either way it
+    then raises Terminated (exit code TERMINATED_EXIT), so its job fails and is retried, resuming after
+    the last saved epoch with the numbers of an uninterrupted run (Termination). A SIGTERM during the
+    final evaluation lets the run finish.
     """
     t_setup = time.perf_counter()
     out_dir = Path(out_dir)
@@ -682,17 +768,31 @@ def train_run(
         f"{f' (capped at {max_steps})' if max_steps is not None and max_steps < loop.steps else ''}, "
         f"setup {time.perf_counter() - t_setup:.1f}s"
     )
-    while p.epoch < cfg["epochs"] and not rule.should_stop(p.bad_epochs):
-        if not train_epoch(s, p, max_steps, say):
-            break
-        save_progress(s, p, resume_path)
-        if stop_after_epochs is not None and p.epoch >= stop_after_epochs:
-            raise SystemExit(f"{tag} stopped after epoch {p.epoch} on request")
-    if p.status == "ok" and rule.should_stop(p.bad_epochs):
-        say(f"early stop: no {rule.monitor} gain for {p.bad_epochs} epochs (best epoch {p.best['epoch']})")
+    stop = Termination(grace_s)
+    with stop.installed():
+        while p.epoch < cfg["epochs"] and not rule.should_stop(p.bad_epochs):
+            try:
+                trained = train_epoch(s, p, max_steps, say, stop)
+            except EpochAbandoned as why:
+                pace = "" if why.estimate_s is None else f" (about {why.estimate_s:.0f}s left)"
+                say(f"SIGTERM: stopping at {why}: the epoch would not end within the {stop.grace_s:g}s grace "
+                    f"period{pace}, so it is not saved; exit code {TERMINATED_EXIT}, and the run resumes "
+                    f"after epoch {p.epoch} from {resume_path}")
+                raise Terminated() from None
+            if not trained:
+                break
+            save_progress(s, p, resume_path)
+            if stop.requested:
+                say(f"SIGTERM: epoch {p.epoch} finished within the {stop.grace_s:g}s grace period and is saved; "
+                    f"exit code {TERMINATED_EXIT}, and the run resumes after epoch {p.epoch} from {resume_path}")
+                raise Terminated()
+            if stop_after_epochs is not None and p.epoch >= stop_after_epochs:
+                raise SystemExit(f"{tag} stopped after epoch {p.epoch} on request")
+        if p.status == "ok" and rule.should_stop(p.bad_epochs):
+            say(f"early stop: no {rule.monitor} gain for {p.bad_epochs} epochs (best epoch {p.best['epoch']})")
 
-    result = finish_run(s, p, out_dir)
-    resume_path.unlink(missing_ok=True)
+        result = finish_run(s, p, out_dir)  # a SIGTERM here: the run finishes (its files are short work)
+        resume_path.unlink(missing_ok=True)
     say(f"{result['status']}: test accuracy {_fmt(result['test_accuracy'])}, loss {_fmt(result['test_loss'])}, "
         f"best epoch {p.best['epoch']}, {p.elapsed:.1f}s training")
     return result

@@ -17,6 +17,8 @@ jsonschema), so the workflow parses in an environment holding Snakemake alone (t
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -45,6 +47,22 @@ RUN_DIR = "results/runs/{run}"
 PACK_LINK_RUNTIME = 5
 """Minutes a pack-mode train job asks: it only links its staged result."""
 PACK_LINK_MEM_MB = 1000
+
+OVER_TIME = (
+    "pack_max_minutes={limit}: {n} runs plan more minutes alone than the limit and each gets a pack of "
+    "its own, asking for the limit: {runs}. Each resumes after its last finished epoch on every retry "
+    "(profiles/slurm: retries); give them a partition with a longer limit to train in one job"
+)
+
+PACK_TABLE = Path(".snakemake/fmnist-packs.json")
+"""The pack table (`Study.pack_table`): written by the submitting Snakemake, read by each job's parse,
+in the working directory, which a cluster's nodes share."""
+PACK_TABLE_VERSION = 1
+
+
+class PackTableError(RuntimeError):
+    """A job found no pack table, or one it cannot use; the message names the fix."""
+
 
 COUNT_ONLY = (
     "pack_runs={n}: packs are cut by count only, not checked against GPU memory; add "
@@ -155,11 +173,16 @@ class Study:
     def __post_init__(self) -> None:
         self.feature_sets, self.feature_run = feature_sets(self.config, self.runs)
         self.pack_need, self.pack_budget = self._pack_budget()
+        self.pack_minutes = (
+            {r: self.train_resources(r)["runtime"] for r in self.runs} if self.config["pack_runs"] > 1 else {}
+        )
         self.packs: dict[str, list[str]] = (
-            packs.packs(self.runs, self.config["pack_runs"], self.pack_need, self.pack_budget)
+            packs.packs(self.runs, self.config["pack_runs"], self.pack_need, self.pack_budget,
+                        self.pack_minutes, self.config["pack_max_minutes"])
             if self.config["pack_runs"] > 1 else {}
         )
         self.run_pack = {run_id: pack for pack, run_ids in self.packs.items() for run_id in run_ids}
+        self.pack_table_said: str | None = None  # a node's word on a table that differs from its own cut
 
     # ---- GPUs --------------------------------------------------------------------------------
 
@@ -217,9 +240,14 @@ class Study:
 
     def pack_resources(self, pack: str, attempt: int = 1) -> dict[str, int]:
         """A train_pack job's runtime and mem_mb: the sums over its runs of what each would ask alone
-        (side by side on one GPU they end no later than one after another; their host memory adds up)."""
+        (side by side on one GPU they end no later than one after another; their host memory adds up).
+        The runtime is at most config pack_max_minutes, the partition's limit: a pack cut to it that
+        still runs out of time on a retry resumes each run after its last finished epoch."""
         sizes = [self.train_resources(r, attempt) for r in self.packs[pack]]
-        return {name: sum(s[name] for s in sizes) for name in ("runtime", "mem_mb")}
+        got = {name: sum(s[name] for s in sizes) for name in ("runtime", "mem_mb")}
+        if self.config["pack_max_minutes"]:
+            got["runtime"] = min(got["runtime"], self.config["pack_max_minutes"])
+        return got
 
     def pack_gpu_slots(self, pack: str) -> int:
         """Packed locally onto GPUs: the slots of a pack's runs together, at most one GPU's; else 0."""
@@ -261,6 +289,56 @@ class Study:
                 said.append(missing)
         if self.packs and self.job_gpus() and self.pack_budget is None:
             said.append(COUNT_ONLY.format(n=self.config["pack_runs"]))
+        longer = packs.over_time(self.pack_minutes, self.config["pack_max_minutes"]) if self.packs else []
+        if longer:
+            said.append(OVER_TIME.format(
+                n=len(longer), limit=self.config["pack_max_minutes"],
+                runs=", ".join(f"{r} ({self.pack_minutes[r]} min)" for r in longer)))
+        return said
+
+    # ---- the pack table: written once by the submitting Snakemake, read by the jobs ------------
+
+    def pack_table(self) -> dict:
+        """What the submitting Snakemake decided: each pack's runs, and the plan inputs that cut them
+        (pack_runs, the GPU budget and each run's need, the time limit and each run's minutes, the plan
+        label whose figures sized them)."""
+        return {
+            "version": PACK_TABLE_VERSION,
+            "packs": self.packs,
+            "inputs": {
+                "pack_runs": self.config["pack_runs"],
+                "pack_max_minutes": self.config["pack_max_minutes"],
+                "gpu_memory_mb": self.config["gpu_memory_mb"],
+                "budget": self.pack_budget,
+                "need": self.pack_need,
+                "minutes": self.pack_minutes,
+                "plan_label": plan.plan_label(self.config),
+            },
+        }
+
+    def adopt_pack_table(self, table: dict) -> str | None:
+        """A job's parse: take the packs the submitting Snakemake wrote (`read_pack_table`) instead of its
+        own cut, which may differ where this node sees another plan cache or host label. Returns what to
+        say when they differ (None when they agree). Raises PackTableError when the table names runs
+        this config does not have (a table of another config: the submitting Snakemake writes it again)."""
+        theirs = {pack: list(run_ids) for pack, run_ids in table["packs"].items()}
+        unknown = sorted({r for run_ids in theirs.values() for r in run_ids} - set(self.runs))
+        if unknown:
+            raise PackTableError(
+                f"the pack table {PACK_TABLE} names runs this config does not have: "
+                f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}. It was written for another "
+                "config: run snakemake again on the submitting machine, which writes it anew")
+        said = None
+        if theirs != self.packs:
+            moved = sorted(r for r in self.runs if self.run_pack.get(r) != _pack_of(theirs).get(r))
+            mine = table.get("inputs", {})
+            said = (f"fmnist: this node would cut {len(self.packs)} packs where the submitting machine cut "
+                    f"{len(theirs)} ({len(moved)} runs in another pack, e.g. {', '.join(moved[:3])}); "
+                    f"training the submitter's packs from {PACK_TABLE} (its plan label "
+                    f"{mine.get('plan_label')!r}, this node's {plan.plan_label(self.config)!r})")
+        self.packs = theirs
+        self.run_pack = _pack_of(theirs)
+        self.pack_table_said = said
         return said
 
     # ---- runs: features, config, code identity -------------------------------------------------
@@ -287,6 +365,39 @@ class Study:
         return [RUN_DIR.format(run=r) for r in self.runs]
 
 
+def _pack_of(pack_runs: dict[str, list[str]]) -> dict[str, str]:
+    return {run_id: pack for pack, run_ids in pack_runs.items() for run_id in run_ids}
+
+
+def write_pack_table(study: Study, path: Path | str = PACK_TABLE) -> Path:
+    """The submitting Snakemake's packs, for its jobs to read (atomically replaced)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(json.dumps(study.pack_table(), indent=1, sort_keys=True))
+    os.replace(tmp, path)
+    return path
+
+
+def read_pack_table(path: Path | str = PACK_TABLE) -> dict:
+    """The pack table a job reads; PackTableError, naming the fix, when it is missing or damaged."""
+    path = Path(path)
+    fix = ("the submitting snakemake writes it when it starts a real run (not -n) with pack_runs > 1, "
+           "in its working directory, which the job's node must share: run snakemake again there, from "
+           "the same directory")
+    try:
+        table = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PackTableError(f"this job found no pack table {path.resolve()}: {fix}") from None
+    except (OSError, ValueError) as exc:
+        raise PackTableError(f"the pack table {path.resolve()} cannot be read ({exc}): {fix}") from None
+    if (not isinstance(table, dict) or table.get("version") != PACK_TABLE_VERSION
+            or not isinstance(table.get("packs"), dict)
+            or not all(isinstance(v, list) for v in table["packs"].values())):
+        raise PackTableError(f"the pack table {path.resolve()} is not one this version writes: {fix}")
+    return table
+
+
 def repair(study: Study, prepared: Path | str, run_cache: Path, log: Callable[[str], None]) -> None:
     """A real run's repairs while parsing (they must be settled before the DAG is built, an onstart is
     too late for that): a damaged prepared file is moved aside (never deleted), so `prepare` recomputes
@@ -305,3 +416,79 @@ def jobs(config: dict, runs: dict[str, dict], *, local: bool, gpus_asked: Callab
     packing = gpu_packing(config, target, local, gpus_asked)
     cache = plan.load_cache() if cost_cache is None else cost_cache
     return Study(config, runs, target, packing, cache)
+
+
+def pack_idle_share(config: dict, repo: Path | str, *, pack_runs: int, gpu_memory_mb: int,
+                    cost_cache: dict, pack_max_minutes: int | None = None) -> dict:
+    """Static packs in a simulation from the plan: the share of their run slots left idle while each
+    pack's slowest run finishes (fmnist.packs.idle_share), for `config`'s runs cut as a cluster run of
+    `pack_runs` on GPUs of `gpu_memory_mb` would cut them, each run taking the plan's estimated seconds
+    (the figures of `cost_cache` on the config's plan label: plan_device's GPU, else this machine).
+
+    Returns packs, runs, the idle share over the measured packs, and the runs without a figure (their
+    packs are left out, not guessed)."""
+    config = {**copy.deepcopy(config), "pack_runs": pack_runs, "gpu_memory_mb": gpu_memory_mb,
+              "pack_max_minutes": pack_max_minutes}
+    runs, _, _ = resolve(config, repo)
+    study = Study(config, runs, "cuda", None, cost_cache)  # a cluster's GPU jobs: cut by gpu_memory_mb
+    label, fast = plan.plan_label(config), config.get("feature_cache", True)
+    seconds: dict[str, float] = {}
+    for run_id, run in runs.items():
+        figure = plan.find_figure(cost_cache, run, label, plan.fast_paths_enabled())
+        sizes = plan.split_sizes(config["data"], run["train"]["train_fraction"])
+        got = plan.run_cost(run, sizes, figure, fast=plan.fast_paths_enabled() and fast)["seconds"]
+        if got is not None:
+            seconds[run_id] = got
+    measured = {p: r for p, r in study.packs.items() if all(x in seconds for x in r)}
+    return {
+        "label": label,
+        "packs": len(study.packs),
+        "runs": len(runs),
+        "measured_packs": len(measured),
+        "unmeasured_runs": sorted(set(runs) - set(seconds)),
+        "idle_share": packs.idle_share(measured, seconds),
+        "pack_sizes": sorted({len(r) for r in study.packs.values()}),
+    }
+
+
+def _main(argv=None) -> int:
+    import argparse
+
+    import yaml
+
+    parser = argparse.ArgumentParser(
+        prog="python -m fmnist.workflow",
+        description="static training packs, simulated from the plan: the share of their run slots idle "
+                    "while each pack waits for its slowest run (docs/cluster.md, packs)")
+    parser.add_argument("--configfile", default="config/full.yaml")
+    parser.add_argument("--pack-runs", type=int, default=4)
+    parser.add_argument("--gpu-memory-mb", type=int, required=True, help="one node GPU's memory")
+    parser.add_argument("--pack-max-minutes", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="the figures' threads (default: the config's)")
+    parser.add_argument("--plan-device", default=None,
+                        help="the GPU model whose figures time the runs (h200, ...; default: the config's)")
+    args = parser.parse_args(argv)
+    repo = Path(__file__).resolve().parents[2]
+    config = yaml.safe_load(Path(args.configfile).read_text()) or {}
+    if args.threads:
+        config["threads"] = args.threads
+    if args.plan_device:
+        config["plan_device"] = args.plan_device
+    got = pack_idle_share(config, repo, pack_runs=args.pack_runs, gpu_memory_mb=args.gpu_memory_mb,
+                          cost_cache=plan.load_cache(), pack_max_minutes=args.pack_max_minutes)
+    print(f"{args.configfile}: {got['runs']} runs in {got['packs']} packs (pack_runs={args.pack_runs}, "
+          f"gpu_memory_mb={args.gpu_memory_mb}, sizes {got['pack_sizes']}), figures of {got['label']}")
+    if got["measured_packs"]:
+        print(f"idle share of the packs' run slots: {got['idle_share']:.1%} "
+              f"(over {got['measured_packs']} packs whose runs all have a figure)")
+    else:
+        print("idle share: unknown, no pack has a figure for each of its runs")
+    if got["unmeasured_runs"]:
+        print(f"{len(got['unmeasured_runs'])} runs have no figure on {got['label']}: `python -m fmnist plan "
+              f"--configfile {args.configfile}` measures them (on a node with that GPU for --plan-device)")
+        return 1 if not got["measured_packs"] else 0
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

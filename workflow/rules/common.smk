@@ -89,6 +89,18 @@ STUDY = fmnist_workflow.jobs(
     local=workflow.local_exec and not workflow.remote_exec,
     gpus_asked=lambda: workflow.global_resources.get("gpu").value,
 )
+# The packs are cut once, by the submitting Snakemake, which writes them down (a real run); a job (a
+# cluster node's, or a local subprocess's, parse) trains the packs written there, never its own cut: a
+# node may see another plan cache or host label (fmnist.workflow.PACK_TABLE).
+if config["pack_runs"] > 1 and REAL_RUN:
+    fmnist_workflow.write_pack_table(STUDY)
+elif config["pack_runs"] > 1 and not workflow.is_main_process:
+    try:
+        said = STUDY.adopt_pack_table(fmnist_workflow.read_pack_table())
+    except fmnist_workflow.PackTableError as exc:
+        raise WorkflowError(f"fmnist: {exc}") from None
+    if said:
+        log_stderr(said)
 TRAIN_PACKS = STUDY.packs
 FEATURE_SETS = STUDY.feature_sets
 

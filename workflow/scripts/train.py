@@ -26,6 +26,7 @@ result = train.train_run(
     threads=sm.threads,
     max_steps=sm.params.max_steps,
     features_path=sm.input.get("features"),
+    grace_s=sm.config.get("sigterm_grace_s", train.DEFAULT_GRACE_S),  # not a param: no result depends on it
 )
 print(result_line(result), file=sys.__stderr__, flush=True)
 gpus.release_job(slot)

@@ -28,6 +28,7 @@ jobs = [
         "device": device,
         "max_steps": sm.params.max_steps,
         "stamp": packs.stamp(run_json, sm.params.code[run_id], sm.params.device, sm.params.max_steps),
+        "grace_s": sm.config.get("sigterm_grace_s", packs.DEFAULT_GRACE_S),  # not a param: no result depends on it
     }
     for run_id, run_json in sm.params.runs.items()
 ]
