@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import zipfile
 
 import pytest
-from conftest import make_workflow, planned_jobs, snakemake, tiny_config
+from conftest import REPO, make_workflow, planned_jobs, snakemake, tiny_config
 
 
 @pytest.mark.slow
@@ -19,8 +20,16 @@ def test_summary_and_snakemake_report_zip(tmp_path):
         report={"sweeps": [{"name": "aug", "study": "tiny", "x": "augmentation.kind"}]},
     )
     root = make_workflow(tmp_path / "wf", cfg)
+    # a committed record beside the workflow (its runs table, verdicts and README), found by the report job
+    record = root / "docs" / "record" / "cpu"
+    (record / "tables").mkdir(parents=True)
+    for name in ("runs.csv", "README.md", "tables/published.csv"):
+        shutil.copy(REPO / "docs" / "record" / "cpu" / name, record / name)
     snakemake(root, "reports/summary.html")
     html = (root / "reports" / "summary.html").read_text()
+    records = html[html.index('<section id="records">'):html.index("</section>", html.index('<section id="records">'))]
+    assert "<code>docs/record/cpu</code>" in records and "no committed record" not in records
+    assert 'href="../docs/record/cpu/README.md"' in records
     for section in ("overview", "leaderboard", "published", "records", "effects", "tradeoffs", "runs", "dataset", "environment"):
         assert f'<section id="{section}">' in html
     assert "standard_cnn.mixup.b_default.s1" in html

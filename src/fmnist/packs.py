@@ -161,10 +161,10 @@ def run_pack(jobs: list[dict], threads: int, log=print, poll_s: float = 0.5,
         kept = [r for r, v in results.items() if v["status"] != "failed"]
         raise PackError(
             (f"SIGTERM: {len(failed)} of {len(results)} runs of this pack stopped before they finished: "
-             if terminated else f"{len(failed)} of {len(results)} runs of this pack failed: ")
+             if terminated[0] else f"{len(failed)} of {len(results)} runs of this pack failed: ")
             + ", ".join(f"{r} (log {results[r]['log']})" for r in failed)
             + (f". Kept, not trained again on the next attempt: {', '.join(kept)}" if kept else "")
-            + (". The next attempt resumes each after its last saved epoch." if terminated else
+            + (". The next attempt resumes each after its last saved epoch." if terminated[0] else
                ". Fix the cause (the logs say it), then run snakemake again: the failed runs resume "
                "after their last finished epoch."))
     return results

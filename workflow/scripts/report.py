@@ -27,7 +27,7 @@ report.write_report(
     run_dir=Path(sm.input.metrics[0]).parent.parent if sm.input.metrics else "results/runs",
     title=sm.params.title,
     config_hash=sm.params.config_hash,
-    repo=Path(sm.scriptdir).parents[1],
+    repo=Path(sm.scriptdir).resolve().parents[1],  # scriptdir may read workflow/rules/../scripts
 )
 if sm.params.smoke:
     smoke.mark_report(sm.output[0])
