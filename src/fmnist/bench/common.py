@@ -71,10 +71,11 @@ def run_workflow(workdir: Path, configfile: Path | str, cores: int, targets: lis
     env = {**child_env(), "SNAKEMAKE_OUTPUT_CACHE": str(workdir.resolve() / "cache")}
     rc, seconds, output = run_bounded(cmd, timeout, env)
     if rc is None:
-        raise RuntimeError(f"`{' '.join(cmd)}` ran past the bench's budget ({timeout:.0f}s left); "
-                           f"its process group was killed:\n{output[-1500:]}")
+        # the reason first: a long command line must not push it out of a shortened message
+        raise RuntimeError(f"the workflow ran past the bench's budget ({timeout:.0f}s left); its process "
+                           f"group was killed: `{' '.join(cmd)}`\n{output[-1500:]}")
     if rc != 0:
-        raise RuntimeError(f"`{' '.join(cmd)}` failed:\n{output[-3000:]}")
+        raise RuntimeError(f"the workflow failed: `{' '.join(cmd)}`\n{output[-3000:]}")
     return seconds, output[-2000:]
 
 
