@@ -459,14 +459,7 @@ def source_commit() -> str | None:
 
 def machine() -> str:
     """The host's CPU model and logical core count, e.g. "AMD EPYC 7B13, 2 cores"."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = amp.cpu_model() or platform.processor() or platform.machine()
     return f"{model}, {os.cpu_count()} cores"
 
 

@@ -8,6 +8,7 @@ import platform
 import re
 from pathlib import Path
 
+from fmnist import amp as fmnist_amp
 from fmnist import config as fmnist_config
 from fmnist import gpus as fmnist_gpus
 
@@ -44,15 +45,7 @@ def device_label(device: str = "auto", threads: int = 1) -> str:
     if fmnist_gpus.target_kind(device) == "cuda":
         model = local_gpu_model()
         return gpu_label(model) if model else "cuda"
-    model = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"cpu {model}, {threads} threads"
+    return f"cpu {fmnist_amp.cpu_model() or platform.machine()}, {threads} threads"
 
 
 def gpu_label(model: str) -> str:
