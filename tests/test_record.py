@@ -235,6 +235,7 @@ METRIC_OF_RUN = {
     "f1": (lambda m: 100 * m["f1_macro"], "score"),
     "params": (lambda m: m["params"], "count"),
     "seconds_per_epoch": (lambda m: m["train_seconds"] / m["epochs_run"] if m.get("epochs_run") else None, "timing"),
+    "train_seconds": (lambda m: m["train_seconds"], "timing"),
 }
 
 
