@@ -259,6 +259,8 @@ for(const col of ['verdict','ours','pi','diff','ci']){const [n,r]=past('th.'+col
 b.scrollers=tables.filter(t=>{const s=t.closest('.scroll');return s&&s.scrollWidth>s.clientWidth}).length;
 b.rowheight=Math.max(...tables.flatMap(t=>[...t.rows].slice(1)).map(r=>r.getBoundingClientRect().height));
 b.line=parseFloat(getComputedStyle(document.querySelector('table.published td')).lineHeight)||16;
+const doc=document.documentElement;b.pagewidth=doc.scrollWidth;b.clientwidth=doc.clientWidth;
+b.wide=[...document.querySelectorAll('body *')].filter(e=>e.getBoundingClientRect().right>doc.clientWidth+0.5&&!e.closest('.scroll')).map(e=>e.tagName+'#'+e.id).slice(0,5).join(' ');
 b.done='1'},200)})</script>"""
 
 
@@ -298,6 +300,8 @@ def test_published_verdicts_are_in_view_at_1280_px(record_page, tmp_path):
         assert int(attrs[f"n{col}"]) >= 2 * int(attrs["tables"]), (col, attrs)  # a header and a row each at least
         # how far the furthest such cell reaches past what is visible (its scroll box, the viewport)
         assert float(attrs[f"past{col}"]) <= 0, (col, attrs)
+    # and the page itself never scrolls sideways: what is wider than the viewport lies in a scroll box
+    assert int(attrs["pagewidth"]) <= int(attrs["clientwidth"]) and attrs["wide"] == "", attrs
     assert attrs["scrollers"] == "0", attrs
     # label (up to two lines), experiment id and a folded note: never the note's many lines
     assert float(attrs["rowheight"]) <= 5 * float(attrs["line"]), attrs
