@@ -52,15 +52,21 @@ def test_full_config_uses_every_augmentation_kind():
 
 
 def workflow_cover(runs: dict[str, dict]) -> list[str]:
-    """A few runs that between them use every model architecture, augmentation kind, cached-feature
-    choice and recipe option (optimizer, scheduler, loss, label smoothing, EMA, early stopping, train
-    fraction, dropout) of `runs`: what the rules' code (resources, feature inputs, plots, aggregation,
-    report) can tell apart. Greedy set cover, in the runs' order, so the choice is deterministic."""
+    """A few runs that between them use every model family (the module whose code the train rule's
+    code identity hashes), input size, partly frozen network, augmentation kind, cached-feature choice
+    and recipe option (optimizer, scheduler, loss, label smoothing, EMA, early stopping, train
+    fraction, dropout) of `runs`: what the rules' code (resources, feature inputs, code identity,
+    plots, aggregation, report) can tell apart. Each architecture trains as its job would in
+    test_every_experiment_of_full_yaml_trains_in_smoke_mode. Greedy set cover, in the runs' order, so
+    the choice is deterministic."""
 
     def traits(run: dict) -> set:
         t = run["train"]
+        args = run["model"].get("args", {})
         return {
-            ("arch", run["model"]["arch"]),
+            ("family", models.get_preset(run["model"]["arch"]).module),
+            ("resized", bool(args.get("resize"))),
+            ("partly frozen", args.get("trainable", "all") != "all"),
             *(("augmentation", k) for k in augmentation_kinds(run)),
             ("cached_features", features.cacheable(run)),
             ("optimizer", t["optimizer"]["name"]),
