@@ -5,9 +5,10 @@ BIN := $(VENV)/bin
 CORES ?= all
 PYTEST_ARGS ?=
 # pytest-xdist workers; each takes whole test files (module fixtures are built once). Most tests wait
-# on one single-threaded process (a Snakemake run, a training job), so 2 workers keep 2 cores busy.
+# on one single-threaded process (a Snakemake run, a training job), and the SLURM file's worker mostly
+# waits on SLURM (the executor's status checks), so 3 workers keep 2 cores busy (docs/development.md).
 # TEST_WORKERS=0 runs the tests in one process.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: setup setup-cpu lock system-deps test-deps study test test-fast lint clean-results wheelhouse offline-install
