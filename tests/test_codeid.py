@@ -326,7 +326,6 @@ SCRIPT_ROOTS = {
     "train.py": codeid.TRAIN_MODULES,
     "features.py": codeid.FEATURE_MODULES,
     "prepare.py": codeid.DATA_MODULES,
-    "download.py": codeid.DATA_MODULES,
     "aggregate.py": codeid.AGGREGATE_MODULES,
     "report.py": codeid.REPORT_MODULES,
     "figures.py": codeid.PLOT_MODULES,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 
@@ -136,3 +137,25 @@ def test_missing_data_source_stops_with_every_source_named(tmp_path, dataset_dir
     log = "".join(p.read_text() for p in (root / "logs/download").glob("*.log"))
     assert "could not obtain a verified copy" in log and "nowhere" in log and "127.0.0.1:9" in log
     shutil.rmtree(root)
+
+
+@pytest.mark.slow
+def test_a_fresh_checkout_with_the_data_copied_in_trains_its_target_in_one_call(tmp_path):
+    """A new clone or worktree with `data/` copied in (as the record's worktrees are made): its
+    workflow files are newer than the data. Snakemake reruns a script rule whose script is newer than
+    its outputs, and a re-fetch of the raw files used to end the run "done" after the downloads, with
+    the requested run never trained (the jobs below `prepare`'s ancient input fell out of the DAG).
+    The raw files are pinned by hash, so nothing is fetched again and the run trains in one call."""
+    cfg = tiny_config(defaults={"epochs": 1}, studies={
+        "tiny": {"models": ["standard_cnn"], "augmentations": ["none"], "seeds": [0, 1]}})
+    root = make_workflow(tmp_path / "wf", cfg)
+    first, second = (f"results/runs/standard_cnn.none.default.s{s}/metrics.json" for s in (0, 1))
+    snakemake(root, first)
+    # the fresh checkout: every workflow file written after the data
+    later = time.time() + 5
+    for path in [root / "Snakefile", *(root / "workflow").rglob("*")]:
+        if path.is_file():
+            os.utime(path, (later, later))
+    proc = snakemake(root, second)
+    assert (root / second).is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "rule download" not in proc.stdout + proc.stderr, "a verified raw file was fetched again"

@@ -126,6 +126,22 @@ def fetch(
     )
 
 
+def fetch_logged(name: str, sources: Iterable[str], dest: Path | str, log_path: Path | str,
+                 timeout: float = 60) -> str:
+    """The download rule's job: `fetch`, each source's outcome and a failure's message in its log."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", buffering=1) as fh:
+
+        def say(line: str) -> None:
+            print(line, file=fh)
+
+        try:
+            return fetch(name, sources, dest, timeout=timeout, log=say)
+        except DownloadError as exc:
+            say(str(exc))
+            raise
+
+
 def check_cached(
     raw_dir: Path | str,
     log: Callable[[str], None] = print,
