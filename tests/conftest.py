@@ -149,15 +149,16 @@ def planned_counts(text: str) -> dict[str, int]:
     return counts
 
 
-# The longest files first (measured: `pytest --durations`, session 4), the smoke run of config/full.yaml
-# (the longest file) before all: under pytest-xdist (`make test` keeps this order with
-# --no-loadscope-reorder and hands out whole files) the other files then fill the second worker while
-# it runs, and the short files come last, so neither worker is left with a long file to finish alone.
-# test_slurm.py goes first (session 10: with seven tests, mostly waiting for SLURM's time limits,
-# kills and requeues, it was the last file still running when the suite ended at 1,222 s): it then
-# waits beside the CPU-bound files instead of after them.
+# The longest files first (measured with `pytest --durations`): under pytest-xdist (`make test` keeps
+# this order with --no-loadscope-reorder and hands out whole files) the long files start at once on
+# their own workers, the other files fill the workers as they free up, and the short files come last,
+# so no worker is left with a long file to finish alone. The two SLURM files lead: their tests mostly
+# wait for SLURM's time limits, kills and requeues (and for the executor's status checks, which back
+# off while no job finishes), so they wait beside the CPU-bound files instead of after them; then the
+# smoke run of config/full.yaml, the longest CPU-bound file.
 LONGEST_FIRST = (
     "test_slurm.py",
+    "test_slurm_recovery.py",
     "test_smoke.py",
     "test_faults.py",
     "test_resume.py",
@@ -176,6 +177,16 @@ def pytest_collection_modifyitems(config, items):
     """Files in LONGEST_FIRST order, the rest after them in their own order (the sort is stable)."""
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    """A private single-node SLURM (tests/slurm_cluster.py), one per test module: the SLURM files on
+    two pytest-xdist workers each wait on their own cluster."""
+    from slurm_cluster import running_cluster
+
+    with running_cluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture(autouse=True)

@@ -238,7 +238,7 @@ def test_damaged_raw_file_is_fetched_again(wf, fault):
     raw = wf / "data" / "raw" / "train-labels-idx1-ubyte"
     good = raw.read_bytes()
     FAULTS[fault](raw)
-    # A dry run changes no file (issue 13); a real run with a job to do checks the cache first.
+    # A dry run changes no file; a real run with a job to do checks the cache first.
     assert snakemake(wf, "-n") and raw.read_bytes() != good
     proc = snakemake(wf, "--forcerun", "aggregate")
     assert "failed its SHA-256 check" in proc.stdout + proc.stderr

@@ -144,7 +144,7 @@ def test_report_b_models_keep_their_shapes():
     assert [m.p for m in bn.modules() if isinstance(m, torch.nn.Dropout)] == [0.3, 0.3]
 
 
-# --- early stopping off means the final weights are the result (issue 10, item 10) ---
+# --- early stopping off means the final weights are the result ---
 
 
 @pytest.mark.parametrize(("restore_best", "tested"), [(None, 3), (True, 1)])
@@ -327,7 +327,7 @@ def test_report_c_tuned_cnn_has_no_pool_between_its_convs_and_dropout_on_the_no_
     }
 
 
-# --- recipes that the reports' own numbers pin (issue 26, part 6) ---
+# --- recipes that the reports' own numbers pin ---
 
 
 def test_report_a_patience_is_the_one_its_simple_cnn_shows(full_runs):
@@ -381,7 +381,7 @@ def test_reports_a_and_c_partly_frozen_transfers_follow_the_usual_code(full_runs
         assert run["model"]["args"]["frozen_norms"] == "train", exp
 
 
-# --- every published figure on file or listed as left out (issue 26, part 5) ---
+# --- every published figure on file or listed as left out ---
 
 FIGURES = {"A": 60, "B": 17, "C": 26, "D": 22, "E": 60}
 """Distinct result figures per report (docs/fidelity.md, "Every published figure")."""

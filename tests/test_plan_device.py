@@ -1,4 +1,4 @@
-"""Plan figures per GPU model: `plan_device` sizes jobs on a login node without a GPU (issue 25)."""
+"""Plan figures per GPU model: `plan_device` sizes jobs on a login node without a GPU."""
 
 from __future__ import annotations
 

@@ -101,6 +101,7 @@ def test_finished_runs_give_their_measured_throughput(tmp_path, cache_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # a timing comparison: not beside other tests' load
 def test_the_plan_of_the_default_study_holds_against_real_runs_on_this_machine(tmp_path, cache_dir, raw_dir):
     """Plan first, from a fresh measurement (no finished runs to read), then train a slice of the default
     study's runs (train_limit 12,000, one epoch) and compare each run's planned train_seconds with the

@@ -94,7 +94,7 @@ def study_tables(experiments: pd.DataFrame, runs: pd.DataFrame, studies: dict[st
     """Each study's rows of the experiments table."""
     out = {}
     for study, run_ids in studies.items():
-        if experiments.empty:  # no run has finished yet (a record's first sitting)
+        if experiments.empty:  # no run has finished yet (a record that has just begun)
             out[study] = experiments
             continue
         exps = list(dict.fromkeys(runs.loc[runs["run_id"].isin(run_ids), "experiment"]))
