@@ -113,7 +113,11 @@ def running_cluster():
     real_srun = shutil.which("srun")
     (shims / "srun").write_text(f'#!/bin/sh\nSLURM_CONF={conf} exec {real_srun} "$@"\n')
     (shims / "srun").chmod(0o755)
-    env = {**os.environ, "SLURM_CONF": str(conf), "PATH": f"{shims}:{os.environ['PATH']}"}
+    # The cluster's own GPU lock folder: its node's "GPU 0" (the GRES, so CUDA_VISIBLE_DEVICES=0 in a
+    # job) is another node's than the other test module's cluster, though both run on this host;
+    # with the host's default folder a job of one cluster waited for the other's to end.
+    env = {**os.environ, "SLURM_CONF": str(conf), "PATH": f"{shims}:{os.environ['PATH']}",
+           "FMNIST_GPU_LOCK_DIR": str(base / "gpu-locks")}
     daemons: list[subprocess.Popen] = []
     logs = [base / "munged.log", base / "slurmctld.log", base / "slurmd.log"]
     try:
@@ -230,6 +234,20 @@ def run_snakemake(root: Path, cluster: dict, *args: str, cache_dir: Path) -> tup
     )
     assert proc.returncode == 0, f"snakemake on SLURM failed:\n{out[-6000:]}\n{slurm_logs}"
     return out, seconds
+
+
+@contextlib.contextmanager
+def snakemake_running(cmd: list[str], root: Path, env: dict):
+    """Snakemake started in `root` in the background, its output to `root`/snakemake.out (a file, not
+    a pipe: nobody reads a pipe while the test waits), killed if still running when the block ends."""
+    with (root / "snakemake.out").open("w") as log:
+        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def planned(root: Path, cache_dir: Path, **figures) -> dict[str, dict]:

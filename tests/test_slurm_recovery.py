@@ -18,6 +18,7 @@ from slurm_cluster import (
     planned,
     run_snakemake,
     slurm_jobs,
+    snakemake_running,
     test_cluster_profile,
     wait_for,
     workflow_dir,
@@ -91,24 +92,18 @@ def test_a_requeued_group_job_resumes_its_runs(slurm_cluster, mode):
         run_env = {**env, "PYTHONPATH": str(REPO / "src"), "FMNIST_CACHE_DIR": str(cache_dir)}
         cmd = [SNAKEMAKE, "--workflow-profile", "profiles/test-slurm", "--configfile", "test.yaml",
                "--config", "plan_device=h200", *(["pack_runs=2"] if mode == "pack" else [])]
-        log = root / "snakemake.out"  # a file, not a pipe: nobody reads a pipe while the test waits
-        proc = subprocess.Popen(cmd, cwd=root, env=run_env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-        try:
+        with snakemake_running(cmd, root, run_env) as proc:
             run_dir = {"group": root / "results" / "runs", "pack": root / "results" / "packs" / "runs"}[mode]
             resume = {rid: run_dir / rid / "resume.pt" for rid in runs}
-            wait_for(lambda: any(p.exists() for p in resume.values()), "no run saved an epoch", 300,
-                     slurm_cluster["logs"])
+            wait_for(lambda: any(p.exists() for p in resume.values()), "no run saved an epoch", 600,
+                     [*slurm_cluster["logs"], root / "snakemake.out"])
             interrupted = [rid for rid, p in resume.items() if p.exists()]
             comment = {"group": "rule_gpu", "pack": "rule_train_pack"}[mode]
             (group,) = [j for j in slurm_jobs(env)
                         if j["JobId"] not in before and j.get("Comment", "").startswith(comment)]
             subprocess.run(["scontrol", "requeue", group["JobId"]], env=env, check=True)
             proc.wait(timeout=900)
-            out = log.read_text()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            out = (root / "snakemake.out").read_text()
         assert proc.returncode == 0, out[-6000:]
         (again,) = [j for j in slurm_jobs(env) if j["JobId"] == group["JobId"]]
         assert again["JobState"] == "COMPLETED" and int(again["Restarts"]) == 1, again
@@ -154,20 +149,15 @@ def test_a_sigtermed_pack_saves_its_epoch_fails_and_its_retry_resumes(slurm_clus
         run_env = {**env, "PYTHONPATH": str(REPO / "src"), "FMNIST_CACHE_DIR": str(cache_dir)}
         cmd = [SNAKEMAKE, "--workflow-profile", "profiles/test-slurm", "--configfile", "test.yaml",
                "--config", "plan_device=h200", "pack_runs=2"]
-        log = root / "snakemake.out"
-        proc = subprocess.Popen(cmd, cwd=root, env=run_env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-        try:
+        with snakemake_running(cmd, root, run_env) as proc:
             resume = root / "results" / "packs" / "runs" / rid / "resume.pt"
-            wait_for(resume.exists, "the run saved no epoch", 300, slurm_cluster["logs"])
+            wait_for(resume.exists, "the run saved no epoch", 600,
+                     [*slurm_cluster["logs"], root / "snakemake.out"])
             (job,) = [j for j in slurm_jobs(env)
                       if j["JobId"] not in before and j.get("Comment", "").startswith("rule_train_pack")]
             subprocess.run(["scancel", "--signal=TERM", job["JobId"]], env=env, check=True)
             proc.wait(timeout=900)
-            out = log.read_text()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            out = (root / "snakemake.out").read_text()
         run_log = (root / "logs" / "train_pack" / f"{rid}.log").read_text()
         assert proc.returncode == 0, out[-4000:] + run_log[-3000:]
         stopped = re.search(r"SIGTERM: epoch (\d+) finished within the 600s grace period and is saved; "
