@@ -222,9 +222,16 @@ def workflow_dir():
         shutil.rmtree(root, ignore_errors=True)
 
 
-def run_snakemake(root: Path, cluster: dict, *args: str, cache_dir: Path) -> tuple[str, float]:
+def snakemake_call(cluster: dict, *args: str, cache_dir: Path) -> tuple[list[str], dict]:
+    """The command and environment of a Snakemake run of the test workflow on `cluster`, through the
+    test profile (test_cluster_profile), planned from the throughput cache in `cache_dir`."""
     env = {**cluster["env"], "PYTHONPATH": str(REPO / "src"), "FMNIST_CACHE_DIR": str(cache_dir)}
     cmd = [SNAKEMAKE, "--workflow-profile", "profiles/test-slurm", "--configfile", "test.yaml", *args]
+    return cmd, env
+
+
+def run_snakemake(root: Path, cluster: dict, *args: str, cache_dir: Path) -> tuple[str, float]:
+    cmd, env = snakemake_call(cluster, *args, cache_dir=cache_dir)
     t0 = time.monotonic()
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
     seconds = time.monotonic() - t0
@@ -237,9 +244,11 @@ def run_snakemake(root: Path, cluster: dict, *args: str, cache_dir: Path) -> tup
 
 
 @contextlib.contextmanager
-def snakemake_running(cmd: list[str], root: Path, env: dict):
-    """Snakemake started in `root` in the background, its output to `root`/snakemake.out (a file, not
-    a pipe: nobody reads a pipe while the test waits), killed if still running when the block ends."""
+def snakemake_running(root: Path, cluster: dict, *args: str, cache_dir: Path):
+    """Snakemake (snakemake_call) started in `root` in the background, its output to
+    `root`/snakemake.out (a file, not a pipe: nobody reads a pipe while the test waits), killed if
+    still running when the block ends."""
+    cmd, env = snakemake_call(cluster, *args, cache_dir=cache_dir)
     with (root / "snakemake.out").open("w") as log:
         proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -10,7 +10,7 @@ import re
 import subprocess
 
 import pytest
-from conftest import REPO, SNAKEMAKE, make_workflow, tiny_config
+from conftest import make_workflow, tiny_config
 from slurm_cluster import (
     FIGURE,
     memory_mb,
@@ -18,6 +18,7 @@ from slurm_cluster import (
     planned,
     run_snakemake,
     slurm_jobs,
+    snakemake_call,
     snakemake_running,
     test_cluster_profile,
     wait_for,
@@ -43,9 +44,8 @@ def test_a_failing_run_costs_only_itself_with_packs(slurm_cluster):
         obstacle = root / packs.staged_dir(bad_run) / ".model.pt.part"
         obstacle.mkdir(parents=True)
         before = {j["JobId"] for j in slurm_jobs(env)}
-        run_env = {**env, "PYTHONPATH": str(REPO / "src"), "FMNIST_CACHE_DIR": str(cache_dir)}
-        cmd = [SNAKEMAKE, "--workflow-profile", "profiles/test-slurm", "--configfile", "test.yaml",
-               "--config", "plan_device=h200", "pack_runs=2"]
+        cmd, run_env = snakemake_call(slurm_cluster, "--config", "plan_device=h200", "pack_runs=2",
+                                      cache_dir=cache_dir)
         proc = subprocess.run(cmd, cwd=root, env=run_env, capture_output=True, text=True, timeout=900)
         out = proc.stdout + proc.stderr
         assert proc.returncode != 0, out[-3000:]
@@ -89,10 +89,8 @@ def test_a_requeued_group_job_resumes_its_runs(slurm_cluster, mode):
         cache_dir = root / "plan-cache"
         runs = planned(root, cache_dir)
         before = {j["JobId"] for j in slurm_jobs(env)}
-        run_env = {**env, "PYTHONPATH": str(REPO / "src"), "FMNIST_CACHE_DIR": str(cache_dir)}
-        cmd = [SNAKEMAKE, "--workflow-profile", "profiles/test-slurm", "--configfile", "test.yaml",
-               "--config", "plan_device=h200", *(["pack_runs=2"] if mode == "pack" else [])]
-        with snakemake_running(cmd, root, run_env) as proc:
+        args = ["--config", "plan_device=h200", *(["pack_runs=2"] if mode == "pack" else [])]
+        with snakemake_running(root, slurm_cluster, *args, cache_dir=cache_dir) as proc:
             run_dir = {"group": root / "results" / "runs", "pack": root / "results" / "packs" / "runs"}[mode]
             resume = {rid: run_dir / rid / "resume.pt" for rid in runs}
             wait_for(lambda: any(p.exists() for p in resume.values()), "no run saved an epoch", 600,
@@ -146,10 +144,8 @@ def test_a_sigtermed_pack_saves_its_epoch_fails_and_its_retry_resumes(slurm_clus
         cache_dir = root / "plan-cache"
         (rid,) = planned(root, cache_dir)
         before = {j["JobId"] for j in slurm_jobs(env)}
-        run_env = {**env, "PYTHONPATH": str(REPO / "src"), "FMNIST_CACHE_DIR": str(cache_dir)}
-        cmd = [SNAKEMAKE, "--workflow-profile", "profiles/test-slurm", "--configfile", "test.yaml",
-               "--config", "plan_device=h200", "pack_runs=2"]
-        with snakemake_running(cmd, root, run_env) as proc:
+        with snakemake_running(root, slurm_cluster, "--config", "plan_device=h200", "pack_runs=2",
+                               cache_dir=cache_dir) as proc:
             resume = root / "results" / "packs" / "runs" / rid / "resume.pt"
             wait_for(resume.exists, "the run saved no epoch", 600,
                      [*slurm_cluster["logs"], root / "snakemake.out"])
