@@ -25,6 +25,23 @@ TARGET = f"results/runs/{RUN}/metrics.json"
 DEFAULT = tiny_config(defaults={"epochs": 1, "train_fraction": 0.25})
 
 
+@pytest.fixture(scope="module")
+def once(tmp_path_factory) -> Path:
+    """A workflow that has trained RUN once (data fetched and prepared, the result in its cache/): each
+    test starts from a copy of it instead of training the same first run again."""
+    root = make_workflow(tmp_path_factory.mktemp("trained") / "wf", DEFAULT)
+    assert trained(snakemake(root, "--", TARGET))
+    return root
+
+
+@pytest.fixture
+def root(once, tmp_path) -> Path:
+    """A copy of `once` (links copied as links, with their times): a project that has just trained RUN."""
+    copy = shutil.copytree(once, tmp_path / "wf", symlinks=True)
+    assert_relative_links(copy)
+    return copy
+
+
 def result(root: Path) -> tuple[str, bytes]:
     """Where the run's metrics.json lives (its cache entry) and its bytes."""
     path = root / TARGET
@@ -37,10 +54,8 @@ def trained(proc) -> bool:
     return f"Moving output file {TARGET} to cache" in text
 
 
-def test_another_config_and_back_trains_nothing_the_second_time(tmp_path):
-    root = make_workflow(tmp_path / "wf", DEFAULT)
+def test_another_config_and_back_trains_nothing_the_second_time(root):
     write_config(root, deep_merge(DEFAULT, {"defaults": {"epochs": 2}}), "other.yaml")
-    assert trained(snakemake(root, "--", TARGET))
     first = result(root)
 
     # Another config with the same run id: its own result, the first one kept in the cache.
@@ -66,9 +81,7 @@ def test_another_config_and_back_trains_nothing_the_second_time(tmp_path):
     )
 
 
-def test_an_edit_reverted_is_restored_from_the_cache(tmp_path):
-    root = make_workflow(tmp_path / "wf", DEFAULT)
-    snakemake(root, "--", TARGET)
+def test_an_edit_reverted_is_restored_from_the_cache(root):
     first = result(root)
     write_config(root, deep_merge(DEFAULT, {"defaults": {"optimizer": {"lr": 0.01}}}))
     assert trained(snakemake(root, "--", TARGET))
@@ -90,9 +103,7 @@ FROM_CACHE = f"Output file {TARGET} will be obtained from global between-workflo
     [["--forcerun", "train"], ["--forceall"], ["--forcerun", TARGET], ["--force"]],
     ids=["forcerun-train", "forceall", "forcerun-file", "force-target"],
 )
-def test_forcing_a_run_retrains_it_and_replaces_its_entry(tmp_path, force):
-    root = make_workflow(tmp_path / "wf", DEFAULT)
-    assert trained(snakemake(root, "--", TARGET))
+def test_forcing_a_run_retrains_it_and_replaces_its_entry(root, force):
     first = result(root)
     plan = snakemake(root, "-n", *force, "--", TARGET)
     assert FROM_CACHE not in text(plan) and "train" in plan.stdout
@@ -106,9 +117,7 @@ def test_forcing_a_run_retrains_it_and_replaces_its_entry(tmp_path, force):
     assert not trained(snakemake(root, "--", TARGET)) and result(root) == second
 
 
-def test_forcing_another_rule_retrains_nothing(tmp_path):
-    root = make_workflow(tmp_path / "wf", DEFAULT)
-    snakemake(root, "--", TARGET)
+def test_forcing_another_rule_retrains_nothing(root):
     for name in ("metrics.json", "history.csv", "confusion.csv", "model.pt"):
         (root / f"results/runs/{RUN}/{name}").unlink()
     plan = snakemake(root, "-n", "--forcerun", "plot_run", "--", TARGET)
@@ -116,11 +125,9 @@ def test_forcing_another_rule_retrains_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("how", ["--profile", "--workflow-profile"])
-def test_the_slurm_profile_uses_the_cache_either_way_it_is_given(tmp_path, how):
+def test_the_slurm_profile_uses_the_cache_either_way_it_is_given(root, how):
     # `--profile profiles/slurm` also loads profiles/default; `--workflow-profile` replaces it.
     # Both must restore from the cache (a dry run: it needs no cluster).
-    root = make_workflow(tmp_path / "wf", DEFAULT)
-    snakemake(root, "--", TARGET)
     (root / TARGET).unlink()
     plan = snakemake(root, "-n", how, "profiles/slurm", "--", TARGET)
     assert FROM_CACHE in text(plan), text(plan)[-3000:]
@@ -133,10 +140,10 @@ def assert_relative_links(root: Path) -> None:
         assert (root / "cache") in link.resolve().parents
 
 
-def test_results_survive_moving_and_copying_the_project(tmp_path):
-    root = make_workflow(tmp_path / "wf", DEFAULT)
-    snakemake(root, "--", TARGET)
-    assert_relative_links(root)  # relinked at the end of the run that trained
+def test_results_survive_moving_and_copying_the_project(once, tmp_path):
+    # A project that has just trained (relinked at the end of the run that trained), moved, then copied.
+    assert_relative_links(once)
+    root = shutil.copytree(once, tmp_path / "wf", symlinks=True)
     first = (root / TARGET).read_bytes()
 
     moved = root.rename(tmp_path / "moved")
@@ -147,11 +154,9 @@ def test_results_survive_moving_and_copying_the_project(tmp_path):
     assert "Nothing to be done" in text(snakemake(copy, "-n", "--", TARGET))
 
 
-def test_absolute_links_of_a_moved_project_are_healed_not_restored(tmp_path):
+def test_absolute_links_of_a_moved_project_are_healed_not_restored(root, tmp_path):
     # Links written as Snakemake writes them (absolute), then the project moved: the next run
     # points them at the moved cache, relatively, and has nothing to redo.
-    root = make_workflow(tmp_path / "wf", DEFAULT)
-    snakemake(root, "--", TARGET)
     for link in (root / f"results/runs/{RUN}").iterdir():
         if link.is_symlink():
             stamp = os.lstat(link)
